@@ -1,0 +1,150 @@
+"""The activation catalog (math.md §3).
+
+Each :class:`Activation` carries vectorised σ and σ', the annihilators of σ and
+σ' as text in ``u`` and ``du`` (the grammar of :mod:`ntkhgm.algebra.annihilator`),
+and whether it is holonomic.  This layer is pure data: closed-form dual
+activations live in :mod:`ntkhgm.numeric.closed_forms`, keyed by name.  Every
+catalog activation is smooth except possibly at u = 0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+
+from ..errors import UnknownActivationError
+
+Array = np.ndarray
+
+_SQRT_2PI = np.sqrt(2.0 * np.pi)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One activation σ: vectorised σ and σ', annihilators of σ and σ'.
+
+    ``annihilator`` and ``derivative_annihilator`` are operators in u, du that
+    kill σ and σ' as distributions (None: not holonomic).
+    """
+
+    name: str
+    formula: str
+    sigma: Callable[[Array], Array]
+    dsigma: Callable[[Array], Array]
+    annihilator: str | None
+    derivative_annihilator: str | None
+    kink_at_zero: bool = False
+
+    @property
+    def holonomic(self) -> bool:
+        return self.annihilator is not None
+
+    def function(self, derivative: bool = False) -> Callable[[Array], Array]:
+        return self.dsigma if derivative else self.sigma
+
+    def annihilator_of(self, derivative: bool = False) -> str | None:
+        return self.derivative_annihilator if derivative else self.annihilator
+
+
+
+def _heaviside(u: Array) -> Array:
+    return (np.asarray(u) > 0).astype(float)
+
+
+def _relu_n(n: int) -> Activation:
+    def sigma(u):
+        u = np.asarray(u, dtype=float)
+        return np.where(u > 0, u, 0.0) ** n
+
+    def dsigma(u):
+        u = np.asarray(u, dtype=float)
+        return n * np.where(u > 0, u, 0.0) ** (n - 1)
+
+    return Activation(
+        name=f"relu{n}", formula=f"u^{n}·Y(u)", sigma=sigma, dsigma=dsigma,
+        annihilator=f"u*du-{n}", derivative_annihilator=f"u*du-{n - 1}",
+        kink_at_zero=True,
+    )
+
+
+def _gelu(u):
+    u = np.asarray(u, dtype=float)
+    return u * special.ndtr(u)
+
+
+def _dgelu(u):
+    u = np.asarray(u, dtype=float)
+    return special.ndtr(u) + u * np.exp(-0.5 * u * u) / _SQRT_2PI
+
+
+_CATALOG: dict[str, Activation] = {}
+
+
+def register(act: Activation) -> Activation:
+    """Add an activation to the catalog (user activations go through here too)."""
+    _CATALOG[act.name] = act
+    return act
+
+
+register(Activation(
+    name="relu", formula="u·Y(u)",
+    sigma=lambda u: np.maximum(np.asarray(u, dtype=float), 0.0), dsigma=_heaviside,
+    annihilator="u*du-1", derivative_annihilator="u*du",
+    kink_at_zero=True,
+))
+register(Activation(
+    name="resin", formula="Y(u)·sin u",
+    sigma=lambda u: np.where(np.asarray(u) > 0, np.sin(u), 0.0),
+    dsigma=lambda u: np.where(np.asarray(u) > 0, np.cos(u), 0.0),
+    annihilator="u*(du^2+1)", derivative_annihilator="u^2*(du^2+1)",
+    kink_at_zero=True,
+))
+register(Activation(
+    name="gelu", formula="u·Φ(u)", sigma=_gelu, dsigma=_dgelu,
+    annihilator="u^2*du^2+(u^2-2)*u*du+(2-u^2)",
+    derivative_annihilator="(2-u^2)*du^2-(u^3-4*u)*du",
+))
+register(Activation(
+    name="erf", formula="erf(u)", sigma=lambda u: special.erf(u),
+    dsigma=lambda u: 2 / np.sqrt(np.pi) * np.exp(-np.square(u)),
+    annihilator="du^2+2*u*du", derivative_annihilator="du+2*u",
+))
+register(Activation(
+    name="normcdf", formula="Φ(u) = (1 + erf(u/√2))/2", sigma=lambda u: special.ndtr(u),
+    dsigma=lambda u: np.exp(-0.5 * np.square(u)) / _SQRT_2PI,
+    annihilator="du^2+u*du", derivative_annihilator="du+u",
+))
+register(Activation(
+    name="sin", formula="sin u", sigma=np.sin, dsigma=np.cos,
+    annihilator="du^2+1", derivative_annihilator="du^2+1",
+))
+register(Activation(
+    name="sigmoid", formula="1/(1 + e^{−u})  (not holonomic)",
+    sigma=lambda u: special.expit(u),
+    dsigma=lambda u: special.expit(u) * special.expit(-np.asarray(u, dtype=float)),
+    annihilator=None, derivative_annihilator=None,
+))
+for _n in (2, 3):
+    register(_relu_n(_n))
+
+_RELU_N = re.compile(r"relu([2-9])")
+
+
+def get_activation(name: str) -> Activation:
+    """Look an activation up by name (``relu4`` … ``relu9`` are made on demand)."""
+    key = name.strip().lower()
+    if key in _CATALOG:
+        return _CATALOG[key]
+    m = _RELU_N.fullmatch(key)
+    if m:
+        return register(_relu_n(int(m.group(1))))
+    known = ", ".join(sorted(_CATALOG))
+    raise UnknownActivationError(f"unknown activation {name!r}; known: {known}")
+
+
+def list_activations() -> list[Activation]:
+    return [_CATALOG[k] for k in sorted(_CATALOG)]

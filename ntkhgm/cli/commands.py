@@ -1,0 +1,3 @@
+"""Registers every command module on the ``main`` group."""
+
+from __future__ import annotations

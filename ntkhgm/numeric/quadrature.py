@@ -1,0 +1,154 @@
+"""Gaussian expectations by composite Gauss–Legendre quadrature, split at kinks.
+
+The reference method for activations without a closed form (math.md §2, §7):
+slow, but accurate to ~1e-14 for integrands that are smooth except at u = 0
+(every catalog activation, and the user activations ntkhgm accepts).
+
+    E_{(u,v)~N(0,Λ)}[f(u) g(v)],  Λ = [[a, c], [c, b]],
+    u = √a z,  v = √b (ρ z + s w),  ρ = c/√(ab),  s = √(1 − ρ²),  z, w ~ N(0, 1).
+
+The outer integral over z is split at z = 0 (the kink of f(u), and the place
+where the smoothed g(v | z) turns sharply when s is small) with panels graded
+geometrically towards 0; the inner integral over w is split at the kink
+w* = −ρ z / s of g.  Degenerate Λ (s = 0, a = 0 or b = 0) is a 1-D integral.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+
+from ..errors import IntegrationError
+
+Z_MAX = 10.0  # φ(10) ≈ 7.7e-23: the tail is below double precision
+_SQRT_2PI = np.sqrt(2.0 * np.pi)
+
+
+@cache
+def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss–Legendre nodes and weights on [-1, 1]."""
+    x, w = np.polynomial.legendre.leggauss(n)
+    return x, w
+
+
+def _phi(z: np.ndarray) -> np.ndarray:
+    return np.exp(-0.5 * z * z) / _SQRT_2PI
+
+
+def panel_edges(scale: float) -> np.ndarray:
+    """Panel edges on [0, Z_MAX]: geometric down to 1e-14, then uniform.
+
+    ``scale`` is the largest √a of the batch: an oscillating σ(√a z) needs
+    panels narrower than its period.
+    """
+    width = min(0.5, 2.0 / max(1.0, float(scale)))
+    uniform = np.arange(1.0, Z_MAX + width / 2, width)
+    uniform[-1] = Z_MAX
+    geometric = 2.0 ** -np.arange(47.0, 0.0, -1.0)
+    return np.concatenate([[0.0], geometric, uniform])
+
+
+def composite_rule(edges: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of an n-point Gauss–Legendre rule on each panel."""
+    x, w = gauss_legendre(n)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    half = 0.5 * (hi - lo)
+    return (lo + half * (x + 1.0)).ravel(), (half * w).ravel()
+
+
+def _half_line_rule(scale: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rule on the whole line for E_z[·], symmetric, split at z = 0, φ folded in."""
+    z, w = composite_rule(panel_edges(scale), n)
+    z = np.concatenate([-z[::-1], z])
+    w = np.concatenate([w[::-1], w]) * _phi(z)
+    return z, w
+
+
+def expect_1d(f, scale, *, n: int = 16) -> np.ndarray:
+    """E_{z~N(0,1)}[f(scale·z)] for an array of scales ≥ 0 (math.md §5 moments).
+
+    f is a vectorised function smooth except at 0.
+    """
+    scale = np.asarray(scale, dtype=float)
+    z, w = _half_line_rule(float(np.max(scale, initial=0.0)), n)
+    vals = f(scale[..., None] * z)
+    return np.einsum("...q,q->...", vals, w)
+
+
+def _inner_rule(n: int, pieces: int) -> tuple[np.ndarray, np.ndarray]:
+    """Composite rule on [0, 1] with ``pieces`` equal panels."""
+    edges = np.linspace(0.0, 1.0, pieces + 1)
+    return composite_rule(edges, n)
+
+
+def _expect_2d_once(f, g, sa, sb, rho, *, n_outer, n_inner, inner_pieces):
+    """One evaluation of the non-degenerate case; arrays of shape (P,)."""
+    s = np.sqrt((1.0 - rho) * (1.0 + rho))
+    scale = float(max(np.max(sa, initial=0.0), np.max(sb, initial=0.0)))
+    z, wz = _half_line_rule(scale, n_outer)                  # (Q,)
+    t, wt = _inner_rule(n_inner, inner_pieces)               # on [0, 1]
+    out = np.empty(rho.shape)
+    # chunk over points so the (P, Q, 2T) work array stays ~ 2e7 entries
+    chunk = max(1, int(2e7 // (z.size * 2 * t.size)))
+    for start in range(0, rho.size, chunk):
+        sl = slice(start, start + chunk)
+        r, ss, a_, b_ = rho[sl, None], s[sl, None], sa[sl, None], sb[sl, None]
+        # inner kink w* = -ρ z / s, clipped to [-Z, Z]
+        wstar = np.clip(-r * z / ss, -Z_MAX, Z_MAX)          # (p, Q)
+        left_len = wstar + Z_MAX
+        right_len = Z_MAX - wstar
+        wl = -Z_MAX + left_len[..., None] * t                # (p, Q, T)
+        wr = wstar[..., None] + right_len[..., None] * t
+        w = np.concatenate([wl, wr], axis=-1)
+        ww = np.concatenate([left_len[..., None] * wt, right_len[..., None] * wt], axis=-1)
+        ww = ww * _phi(w)
+        gv = g(b_[..., None] * (r[..., None] * z[:, None] + ss[..., None] * w))
+        inner = np.einsum("pqt,pqt->pq", gv, ww)
+        out[sl] = np.einsum("pq,pq,q->p", f(a_ * z), inner, wz)
+    return out
+
+
+def expect_2d(f, g, a, b, c, *, rtol: float = 1e-13, check: bool = True) -> np.ndarray:
+    """E_{(u,v)~N(0,Λ)}[f(u) g(v)], Λ = [[a, c], [c, b]], broadcast over a, b, c.
+
+    Implements math.md §2 by nested quadrature (module docstring).  With
+    ``check`` the result is recomputed on a coarser rule and an
+    :class:`IntegrationError` is raised where the two differ by more than
+    ``rtol`` times the Cauchy–Schwarz scale √(E f(u)² E g(v)²).
+    """
+    a, b, c = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (a, b, c)))
+    shape = a.shape
+    a, b, c = a.ravel(), b.ravel(), c.ravel()
+    sa, sb = np.sqrt(a), np.sqrt(b)
+    denom = sa * sb
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(denom > 0, c / np.where(denom > 0, denom, 1.0), 0.0)
+    rho = np.clip(rho, -1.0, 1.0)
+    out = np.empty(a.shape)
+    degenerate = (np.abs(rho) == 1.0) | (denom == 0.0)
+    if np.any(degenerate):
+        d = degenerate
+        # u = √a z, v = ±√b z (or 0): one Gaussian variable
+        sign = np.where(rho[d] < 0, -1.0, 1.0)
+        sad, sbd = sa[d], sb[d] * sign
+        z, w = _half_line_rule(float(max(np.max(sad), np.max(np.abs(sbd)))), 16)
+        out[d] = np.einsum("pq,pq,q->p", f(sad[:, None] * z), g(sbd[:, None] * z), w)
+    nd = ~degenerate
+    if np.any(nd):
+        fine = _expect_2d_once(f, g, sa[nd], sb[nd], rho[nd],
+                               n_outer=16, n_inner=16, inner_pieces=12)
+        out[nd] = fine
+        if check:
+            coarse = _expect_2d_once(f, g, sa[nd], sb[nd], rho[nd],
+                                     n_outer=12, n_inner=12, inner_pieces=10)
+            norm = np.sqrt(np.abs(expect_1d(lambda u: f(u) ** 2, sa[nd])
+                                  * expect_1d(lambda v: g(v) ** 2, sb[nd])))
+            bad = np.abs(fine - coarse) > rtol * np.maximum(norm, 1e-300)
+            if np.any(bad):
+                i = int(np.flatnonzero(bad)[0])
+                raise IntegrationError(
+                    f"quadrature did not converge to rtol={rtol:g} "
+                    f"(estimate {abs(fine[i] - coarse[i]) / max(norm[i], 1e-300):.2e})",
+                    float(a[nd][i]), float(b[nd][i]), float(c[nd][i]))
+    return out.reshape(shape)
