@@ -1,0 +1,159 @@
+"""Dual activations D_σ(a, b, c) = E_{(u,v)~N(0,Λ)}[σ(u)σ(v)], Λ = [[a, c], [c, b]].
+
+One interface, several methods (a registry, so the HGM evaluator plugs in):
+
+    closed  closed forms (math.md §6), where known
+    hgm     holonomic gradient method (series + Pfaffian ODE, math.md §4, §5, §8)
+    quad    nested Gauss–Legendre quadrature split at the kink; slow, the reference
+    gh      Gauss–Hermite tensor rule (math.md §7), neural-tangents' method
+    auto    the most accurate fast method available: closed, then hgm, then quad
+            for small inputs or gh (with a warning) for large ones
+
+Covariances are validated: a, b ≥ 0 and c² ≤ ab.  Where |c| exceeds √(ab) by a
+relative amount of at most :data:`CLAMP_RTOL` (rounding in an earlier layer) it
+is clamped to ±√(ab); beyond that it is rejected with the offending Λ.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .activations import Activation, get_activation
+from .errors import InvalidCovarianceError, MethodUnavailableError
+from .numeric import closed_forms
+from .numeric.gauss_hermite import gauss_hermite_dual
+from .numeric.quadrature import expect_2d
+
+CLAMP_RTOL = 1e-9
+QUAD_AUTO_MAX_POINTS = 2000
+
+
+class AccuracyWarning(UserWarning):
+    """A method was chosen whose error can be far above machine precision."""
+
+
+@dataclass(frozen=True)
+class DualMethod:
+    """A way to evaluate dual activations: data plus two small functions."""
+
+    name: str
+    description: str
+    available: Callable[[Activation, bool], bool]
+    evaluate: Callable[..., np.ndarray]  # (act, a, b, c, derivative, **options) -> array
+
+
+METHODS: dict[str, DualMethod] = {}
+
+
+def register_method(method: DualMethod) -> DualMethod:
+    METHODS[method.name] = method
+    return method
+
+
+def as_activation(activation: str | Activation) -> Activation:
+    return activation if isinstance(activation, Activation) else get_activation(activation)
+
+
+def validate_covariance(a, b, c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Broadcast a, b, c to float64 arrays and check Λ (clamping within CLAMP_RTOL)."""
+    a, b, c = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (a, b, c)))
+    a, b, c = a.copy(), b.copy(), c.copy()
+    finite = np.isfinite(a) & np.isfinite(b) & np.isfinite(c)
+    bad = ~finite | (a < 0) | (b < 0)
+    root = np.sqrt(np.where(bad, 0.0, a * b))
+    excess = np.abs(c) - root
+    bad |= excess > CLAMP_RTOL * root
+    if np.any(bad):
+        i = np.unravel_index(int(np.flatnonzero(bad)[0]), a.shape) if a.ndim else ()
+        raise InvalidCovarianceError(
+            f"not a covariance matrix: Λ = [[{a[i]!r}, {c[i]!r}], [{c[i]!r}, {b[i]!r}]] "
+            f"(need a, b ≥ 0 finite and c² ≤ ab within relative {CLAMP_RTOL:g})")
+    over = excess > 0
+    c[over] = np.sign(c[over]) * root[over]
+    return a, b, c
+
+
+def _closed_available(act: Activation, derivative: bool) -> bool:
+    return closed_forms.closed_form(act.name, derivative) is not None
+
+
+def _closed(act, a, b, c, derivative, **options):
+    return closed_forms.closed_form(act.name, derivative)(a, b, c)
+
+
+def _gh(act, a, b, c, derivative, degree: int = 25, **options):
+    return gauss_hermite_dual(act.function(derivative), a, b, c, degree=degree)
+
+
+def _quad(act, a, b, c, derivative, rtol: float = 1e-13, **options):
+    f = act.function(derivative)
+    return expect_2d(f, f, a, b, c, rtol=rtol)
+
+
+register_method(DualMethod("closed", "closed form (math.md §6)", _closed_available, _closed))
+register_method(DualMethod("quad", "nested Gauss–Legendre quadrature split at the kink",
+                           lambda act, d: True, _quad))
+register_method(DualMethod("gh", "Gauss–Hermite tensor rule (math.md §7)",
+                           lambda act, d: True, _gh))
+
+
+def available_methods(activation: str | Activation, derivative: bool = False) -> list[str]:
+    """The methods that can evaluate this activation's dual, most accurate first."""
+    act = as_activation(activation)
+    order = ["closed", "hgm", "quad", "gh"]
+    names = [m for m in order if m in METHODS] + [m for m in METHODS if m not in order]
+    return [m for m in names if METHODS[m].available(act, derivative)]
+
+
+def resolve_method(activation: str | Activation, derivative: bool = False,
+                   method: str = "auto", npoints: int = 1) -> str:
+    """Turn ``auto`` into a concrete method name; check an explicit one is available."""
+    act = as_activation(activation)
+    if method != "auto":
+        if method not in METHODS:
+            raise MethodUnavailableError(
+                f"unknown method {method!r}; choose from auto, {', '.join(METHODS)}")
+        if not METHODS[method].available(act, derivative):
+            what = "σ'" if derivative else "σ"
+            raise MethodUnavailableError(
+                f"method {method!r} is not available for {act.name} ({what})"
+                + ("; compute its Pfaffian with `ntkhgm pfaffian`" if method == "hgm" else ""))
+        return method
+    methods = available_methods(act, derivative)
+    for name in ("closed", "hgm"):
+        if name in methods:
+            return name
+    if npoints <= QUAD_AUTO_MAX_POINTS:
+        return "quad"
+    warnings.warn(
+        f"{act.name}: no closed form or Pfaffian available; using Gauss–Hermite "
+        "quadrature, whose error can be 1e-3 for kinked activations",
+        AccuracyWarning, stacklevel=3)
+    return "gh"
+
+
+def dual(activation: str | Activation, a, b, c, *, derivative: bool = False,
+         method: str = "auto", **options) -> np.ndarray:
+    """E_{N(0,Λ)}[σ(u)σ(v)] (or σ' with ``derivative``), broadcast over a, b, c."""
+    act = as_activation(activation)
+    a, b, c = validate_covariance(a, b, c)
+    name = resolve_method(act, derivative, method, npoints=a.size)
+    return np.asarray(METHODS[name].evaluate(act, a, b, c, derivative, **options), dtype=float)
+
+
+def second_moment(activation: str | Activation, a, *, derivative: bool = False,
+                  method: str = "auto", **options) -> np.ndarray:
+    """E_{z~N(0,a)}[σ(z)²]: the dual on the diagonal (a = b = c), a 1-D integral."""
+    a = np.asarray(a, dtype=float)
+    return dual(activation, a, a, a, derivative=derivative, method=method, **options)
+
+
+def c_sigma(activation: str | Activation) -> float:
+    """cσ = 1 / E_{z~N(0,1)}[σ(z)²] (math.md §1), from the most accurate method."""
+    act = as_activation(activation)
+    method = "closed" if _closed_available(act, False) else "quad"
+    return float(1.0 / second_moment(act, 1.0, method=method))
