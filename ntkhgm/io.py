@@ -54,6 +54,8 @@ class CSVTable:
     n_columns: int
     """Number of fields per row in the file (features plus target)."""
     first_data_line: int
+    first_line: int = 1
+    """Line of the first non-blank row (the header, if any)."""
 
 
 def _float(text: str) -> float:
@@ -165,13 +167,6 @@ def load_table(path: str | os.PathLike, *, target: str | int | None = None) -> C
             raise CSVInputError(path, "header only: no data rows", first_line + 1, 1)
     n_columns = len(first)
 
-    target_index: int | None = None
-    if target is not None:
-        target_index = _resolve_target(path, target, header, n_columns, first_line)
-        if n_columns < 2:
-            raise CSVInputError(path, "the target is the only column: no features left",
-                                first_line, target_index + 1)
-
     data = np.empty((len(rows), n_columns), dtype=np.float64)
     names = header or [None] * n_columns
     for r, (line, fields) in enumerate(rows):
@@ -181,21 +176,27 @@ def load_table(path: str | os.PathLike, *, target: str | int | None = None) -> C
                                 f"{n_columns} (as in line {first_line})", line, column)
         for j, cell in enumerate(fields):
             data[r, j] = _parse_cell(path, cell, line, j + 1, names[j])
+    table = CSVTable(path, data, None, header, header, None, n_columns, rows[0][0], first_line)
+    return table if target is None else split_target(table, target)
 
-    y = None
-    target_name = None
-    feature_names = header
-    if target_index is not None:
-        y = data[:, target_index].copy()
-        X = np.delete(data, target_index, axis=1)
-        if header is not None:
-            target_name = header[target_index]
-            feature_names = header[:target_index] + header[target_index + 1:]
-    else:
-        X = data
-    first_data_line = rows[0][0]
-    return CSVTable(path, np.ascontiguousarray(X), y, header, feature_names,
-                    target_name, n_columns, first_data_line)
+
+def split_target(table: CSVTable, target: str | int) -> CSVTable:
+    """Move the ``target`` column (header name or 0-based index) of ``table.X`` into ``y``."""
+    if table.y is not None:
+        raise ValueError("the table already has a target")
+    n_columns = table.n_columns
+    index = _resolve_target(table.path, target, table.header, n_columns, table.first_line)
+    if n_columns < 2:
+        raise CSVInputError(table.path, "the target is the only column: no features left",
+                            table.first_line, index + 1)
+    y = table.X[:, index].copy()
+    X = np.ascontiguousarray(np.delete(table.X, index, axis=1))
+    target_name = feature_names = None
+    if table.header is not None:
+        target_name = table.header[index]
+        feature_names = table.header[:index] + table.header[index + 1:]
+    return CSVTable(table.path, X, y, table.header, feature_names, target_name, n_columns,
+                    table.first_data_line, table.first_line)
 
 
 def read_csv(path: str | os.PathLike, *, target: str | int | None = None
@@ -226,7 +227,25 @@ def check_compatible(train: CSVTable, test: CSVTable) -> None:
                     col = test.header.index(b) + 1
                 raise CSVInputError(
                     test.path, f"feature column {b!r} does not match {a!r} in the training "
-                    f"file {train.path}", test.first_data_line - 1, col)
+                    f"file {train.path}", test.first_line, col)
+
+
+def load_test_table(path: str | os.PathLike, train: CSVTable,
+                    target: str | int | None = None) -> CSVTable:
+    """Read a test file that matches ``train``; with ``target``, its target column may be absent.
+
+    A test file without the target column (one column fewer than the training
+    file, and not naming the target in its header) gives ``y = None``:
+    predictions without metrics.
+    """
+    table = load_table(path)
+    if target is not None:
+        lacks_target = table.n_columns == train.n_columns - 1 and (
+            table.header is None or train.target_name not in table.header)
+        if not lacks_target:
+            table = split_target(table, target)
+    check_compatible(train, table)
+    return table
 
 
 # ----------------------------------------------------------------------------- writing

@@ -175,3 +175,17 @@ def test_bad_output_paths(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         write_array(tmp_path / "no" / "a.csv", np.zeros(2))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_load_test_table(tmp_path):
+    from ntkhgm.io import load_test_table
+
+    train = load_table(_write(tmp_path, "a,b,y\n1,2,3\n", "tr.csv"), target="y")
+    full = load_test_table(_write(tmp_path, "a,b,y\n4,5,6\n", "te.csv"), train, "y")
+    np.testing.assert_array_equal(full.y, [6])
+    bare = load_test_table(_write(tmp_path, "a,b\n4,5\n", "te2.csv"), train, "y")
+    assert bare.y is None and bare.X.shape == (1, 2)
+    bare = load_test_table(_write(tmp_path, "4,5\n", "te3.csv"), train, "y")
+    assert bare.y is None
+    with pytest.raises(CSVInputError, match=r"te4\.csv:2:2: 1 feature columns"):
+        load_test_table(_write(tmp_path, "a,y\n4,5\n", "te4.csv"), train, "y")
