@@ -1,3 +1,5 @@
 """Registers every command module on the ``main`` group."""
 
 from __future__ import annotations
+
+from . import kernel_cmds  # noqa: F401

@@ -1,0 +1,314 @@
+"""Commands ``activations``, ``dual``, ``kernel`` and ``regress``.
+
+Results go to stdout (CSV when no ``-o`` is given, so commands compose in
+pipelines); progress bars and warnings go to stderr, progress bars only when
+stderr is a terminal and ``--quiet`` is not given.  Output files are written
+atomically, after all the work succeeded.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..errors import InputError, NtkhgmError
+from . import main
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _stdout() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+
+
+def _stderr() -> Console:
+    return Console(file=sys.stderr, highlight=False, soft_wrap=False)
+
+
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show Python warnings (e.g. AccuracyWarning) as one line on stderr, each once."""
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            click.echo(f"ntkhgm: warning: {text}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
+
+
+@contextmanager
+def _progress(description: str, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar on stderr (None when quiet or stderr is not a terminal)."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=_stderr(), transient=True)
+    with bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _check_output(output: str | None, inputs: list[str]) -> None:
+    """Fail before any work on a bad output path or one that would overwrite an input."""
+    if output is None or output == "-":
+        return
+    from ..io import check_output_path
+
+    out = check_output_path(output).resolve()
+    for path in inputs:
+        if Path(path).resolve() == out:
+            raise InputError(f"{output}: the output file would overwrite the input {path}")
+
+
+def _write(output: str | None, array: np.ndarray, header: list[str] | None = None) -> None:
+    from ..io import write_array
+
+    write_array(None if output == "-" else output, array, header)
+
+
+def _kernel_options(f):
+    """Options shared by ``kernel`` and ``regress``."""
+    opts = [
+        click.option("--kind", type=click.Choice(["ntk", "nngp"]), default="ntk",
+                     show_default=True, help="Neural tangent kernel or NNGP kernel."),
+        click.option("--convention", type=click.Choice(["arora", "nt"]), default="arora",
+                     show_default=True,
+                     help="arora: Arora et al. 2019 (cσ-normalised); nt: neural-tangents' "
+                          "Dense(W_std, b_std) stack."),
+        click.option("--W-std", "W_std", type=float, default=1.0, show_default=True,
+                     help="Weight standard deviation (convention nt only)."),
+        click.option("--b-std", "b_std", type=float, default=0.0, show_default=True,
+                     help="Bias standard deviation (convention nt only)."),
+        click.option("--method", "-m", default="auto", show_default=True,
+                     help="Dual-activation method: auto, closed, hgm, quad or gh."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+def _pfaffian_flag(name: str, derivative: bool) -> str:
+    try:
+        from ..algebra.cache import has_pfaffian
+    except ImportError:
+        return "no"
+    try:
+        return "yes" if has_pfaffian(name, derivative=derivative) else "no"
+    except NtkhgmError:
+        return "invalid"
+    except Exception:  # a broken cache must not break the catalog listing
+        return "?"
+
+
+@main.command("activations")
+def activations_cmd() -> None:
+    """List the activation catalog: holonomic?, closed forms, cached Pfaffians."""
+    from ..activations import list_activations
+    from ..numeric.closed_forms import closed_form
+
+    def yn(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    table = Table()
+    for col in ("name", "σ(u)", "holonomic", "closed form σ/σ'", "cached Pfaffian σ/σ'"):
+        table.add_column(col)
+    for act in list_activations():
+        closed = "/".join(yn(closed_form(act.name, d) is not None) for d in (False, True))
+        pf = "/".join(_pfaffian_flag(act.name, d) for d in (False, True))
+        table.add_row(act.name, act.formula, yn(act.holonomic), closed, pf)
+    console = _stdout()
+    console.print(table)
+    console.print("relu2 … relu9 (uⁿ·Y(u)) are available by name.")
+
+
+# ----------------------------------------------------------------------------- dual
+
+
+def _fmt_diff(x: float) -> str:
+    return "0" if x == 0 else f"{x:.2e}"
+
+
+@main.command("dual")
+@click.option("--activation", "-a", required=True, help="Activation name (see `activations`).")
+@click.option("--a", "a", type=float, required=True, help="Variance of u, Λ11.")
+@click.option("--b", "b", type=float, required=True, help="Variance of v, Λ22.")
+@click.option("--c", "c", type=float, required=True, help="Covariance of u and v, Λ12.")
+@click.option("--derivative", is_flag=True, help="Dual of σ' instead of σ.")
+@click.option("--degree", type=click.IntRange(1, 1000), default=25, show_default=True,
+              help="Degree of the Gauss–Hermite rule (method gh).")
+def dual_cmd(activation: str, a: float, b: float, c: float, derivative: bool,
+             degree: int) -> None:
+    """E[σ(u)σ(v)], (u, v) ~ N(0, [[a, c], [c, b]]), by every available method.
+
+    Differences are taken against the most accurate method (first row); the
+    relative column divides by the Cauchy–Schwarz scale √(D(a,a,a)·D(b,b,b)).
+    """
+    from ..duals import as_activation, available_methods, dual, validate_covariance
+
+    act = as_activation(activation)
+    validate_covariance(a, b, c)
+    rows = []
+    with _one_line_warnings():
+        for method in available_methods(act, derivative):
+            opts = {"degree": degree} if method == "gh" else {}
+            t0 = time.perf_counter()
+            try:
+                value = float(dual(act, a, b, c, derivative=derivative, method=method, **opts))
+                rows.append((method, value, time.perf_counter() - t0, None))
+            except NtkhgmError as exc:
+                rows.append((method, None, time.perf_counter() - t0, str(exc)))
+        good = [r for r in rows if r[1] is not None]
+        if not good:
+            raise NtkhgmError(f"no method could evaluate the dual of {act.name}: "
+                              + "; ".join(f"{m}: {e}" for m, _, _, e in rows))
+        ref_method, ref = good[0][0], good[0][1]
+        try:
+            scale = float(np.sqrt(dual(act, a, a, a, derivative=derivative, method=ref_method)
+                                  * dual(act, b, b, b, derivative=derivative,
+                                         method=ref_method)))
+        except NtkhgmError:
+            scale = float("nan")
+
+    what = "σ'(u)σ'(v)" if derivative else "σ(u)σ(v)"
+    rho = c / np.sqrt(a * b) if a * b > 0 else float("nan")
+    title = f"E[{what}] for {act.name}, Λ = [[{a!r}, {c!r}], [{c!r}, {b!r}]], ρ = {rho:.6g}"
+    table = Table()
+    for col, justify in (("method", "left"), ("value", "right"), (f"|Δ| vs {ref_method}", "right"),
+                         ("|Δ| / CS scale", "right"), ("time", "right")):
+        table.add_column(col, justify=justify)
+    for method, value, seconds, error in rows:
+        if value is None:
+            table.add_row(method, f"error: {error}", "", "", f"{seconds:.3g} s")
+            continue
+        diff = abs(value - ref)
+        rel = diff / scale if scale > 0 else float("nan")
+        table.add_row(method, repr(value), _fmt_diff(diff),
+                      _fmt_diff(rel) if np.isfinite(rel) else "n/a", f"{seconds:.3g} s")
+    console = _stdout()
+    console.print(title)
+    console.print(table)
+    console.print(f"CS scale √(D(a,a,a)·D(b,b,b)) = {scale!r}")
+
+
+# ----------------------------------------------------------------------------- kernel
+
+
+@main.command("kernel")
+@click.argument("train", metavar="TRAIN.csv")
+@click.option("--test", "test", metavar="TEST.csv",
+              help="Compute K(TEST, TRAIN) (n_test × n_train) instead of K(TRAIN, TRAIN).")
+@click.option("--target", help="Label column to drop from the features: header name or "
+                               "0-based index (negative counts from the end).")
+@click.option("--activation", "-a", required=True, help="Activation name (see `activations`).")
+@click.option("--depth", "-L", type=click.IntRange(min=0), required=True,
+              help="Number of hidden layers L.")
+@_kernel_options
+@click.option("-o", "--output", metavar="K.npy|K.csv",
+              help="Output file (.npy, .csv or .txt); default: CSV on stdout.")
+def kernel_cmd(train: str, test: str | None, target: str | None, activation: str, depth: int,
+               kind: str, convention: str, W_std: float, b_std: float, method: str,
+               quiet: bool, output: str | None) -> None:
+    """NTK or NNGP kernel matrix of the rows of TRAIN.csv (and TEST.csv)."""
+    from ..duals import as_activation
+    from ..io import load_table, load_test_table
+    from ..kernels import kernel
+
+    act = as_activation(activation)
+    _check_output(output, [train] + ([test] if test else []))
+    tr = load_table(train, target=target)
+    X1, X2 = tr.X, None
+    if test is not None:
+        X1, X2 = load_test_table(test, tr, target).X, tr.X
+    t0 = time.perf_counter()
+    with _one_line_warnings(), _progress(f"{kind} {act.name} L={depth}", quiet) as progress:
+        K = kernel(X1, X2, activation=act, depth=depth, kind=kind, convention=convention,
+                   W_std=W_std, b_std=b_std, method=method, progress=progress)
+    _write(output, K)
+    if output not in (None, "-") and not quiet:
+        click.echo(f"ntkhgm: wrote {output}: {K.shape[0]}×{K.shape[1]} {kind.upper()} "
+                   f"({act.name}, depth {depth}, {convention}) in "
+                   f"{time.perf_counter() - t0:.2f} s", err=True)
+
+
+# ----------------------------------------------------------------------------- regress
+
+
+@main.command("regress")
+@click.argument("train", metavar="TRAIN.csv")
+@click.argument("test", metavar="TEST.csv")
+@click.option("--target", required=True, help="Label column: header name or 0-based index "
+                                               "(negative counts from the end).")
+@click.option("--activation", "-a", default="relu", show_default=True,
+              help="Activation name (see `activations`).")
+@click.option("--depth", "-L", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Number of hidden layers L.")
+@click.option("--ridge", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="Ridge λ ≥ 0 added to the diagonal of K(TRAIN, TRAIN).")
+@_kernel_options
+@click.option("-o", "--output", metavar="PRED.csv",
+              help="Write predictions here (.csv, .txt or .npy); default: CSV on stdout, "
+                   "metrics on stderr.")
+def regress_cmd(train: str, test: str, target: str, activation: str, depth: int, ridge: float,
+                kind: str, convention: str, W_std: float, b_std: float, method: str,
+                quiet: bool, output: str | None) -> None:
+    """Kernel regression f(x) = K(x, X)(K(X, X) + λI)⁻¹y: predictions and metrics.
+
+    TEST.csv may lack the target column; then only predictions are written.
+    """
+    from ..duals import as_activation
+    from ..io import load_table, load_test_table
+    from ..regression import KernelRegressor, regression_metrics
+
+    act = as_activation(activation)
+    _check_output(output, [train, test])
+    tr = load_table(train, target=target)
+    te = load_test_table(test, tr, target)
+    model = KernelRegressor(activation=act.name, depth=depth, ridge=ridge, kind=kind,
+                            convention=convention, W_std=W_std, b_std=b_std, method=method)
+    with _one_line_warnings():
+        with _progress("fit: K(train, train)", quiet) as progress:
+            model.fit(tr.X, tr.y, progress=progress)
+        with _progress("predict: K(test, train)", quiet) as progress:
+            pred = model.predict(te.X, progress=progress)
+    name = f"{tr.target_name}_pred" if tr.target_name else "prediction"
+    _write(output, pred, [name])
+    if te.y is None:
+        return
+    metrics = regression_metrics(te.y, pred)
+    to_stdout = output not in (None, "-")
+    title = (f"{kind.upper()} regression ({act.name}, depth {depth}, ridge {ridge:g}): "
+             f"{len(tr.X)} train, {len(te.X)} test")
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("RMSE", f"{metrics['rmse']:.6g}")
+    table.add_row("relative error ‖pred−y‖/‖y‖", f"{metrics['relative_error']:.6g}")
+    table.add_row("R²", f"{metrics['r2']:.6g}")
+    console = _stdout() if to_stdout else _stderr()
+    console.print(title)
+    console.print(table)
