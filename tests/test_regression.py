@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import relu_ntk_reference
 
 import ntkhgm
 from ntkhgm.errors import InputError, SingularKernelError
@@ -15,24 +16,6 @@ from ntkhgm.regression import (
     rmse,
     solve_kernel_system,
 )
-
-
-def relu_ntk_reference(X1, X2, depth):
-    """Arora et al.'s ReLU NTK written out independently (arc-cosine kernels, cσ = 2)."""
-    sig = X1 @ X2.T
-    d1 = np.sum(X1 * X1, axis=1)
-    d2 = np.sum(X2 * X2, axis=1)
-    theta_ntk = sig.copy()
-    for _ in range(depth):
-        norm = np.sqrt(np.outer(d1, d2))
-        rho = np.clip(sig / norm, -1.0, 1.0)
-        th = np.arccos(rho)
-        if X1 is X2:  # x = x': θ = 0 exactly (arccos(1 − ε) would be √(2ε) off)
-            th[np.diag_indices_from(th)] = 0.0
-        sig = norm * (np.sin(th) + (np.pi - th) * np.cos(th)) / np.pi
-        dot = (np.pi - th) / np.pi  # Σ(x, x) = ‖x‖² in every layer for ReLU
-        theta_ntk = sig + theta_ntk * dot
-    return theta_ntk
 
 
 @pytest.fixture

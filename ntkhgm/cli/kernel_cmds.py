@@ -27,12 +27,21 @@ from . import main
 # ----------------------------------------------------------------------------- helpers
 
 
+def _console(file) -> Console:
+    try:
+        tty = file.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    # rich assumes 80 columns for pipes and files; tables read better a little wider
+    return Console(file=file, highlight=False, soft_wrap=False, width=None if tty else 120)
+
+
 def _stdout() -> Console:
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    return _console(sys.stdout)
 
 
 def _stderr() -> Console:
-    return Console(file=sys.stderr, highlight=False, soft_wrap=False)
+    return _console(sys.stderr)
 
 
 @contextmanager
