@@ -322,3 +322,29 @@ def test_console_script(subprocess_env):
     p = subprocess.run(["ntkhgm", "activations"], capture_output=True, text=True,
                        env=subprocess_env, timeout=120)
     assert p.returncode == 0 and "resin" in p.stdout
+
+
+def test_subprocess_broken_pipe(subprocess_env):
+    p = subprocess.Popen([sys.executable, "-m", "ntkhgm", "kernel", TRAIN, "--target", "-1",
+                          "-a", "relu", "-L", "1"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=subprocess_env)
+    first = p.stdout.readline()
+    p.stdout.close()  # like `| head -1`
+    err = p.stderr.read().decode()
+    p.wait(timeout=120)
+    assert len(first.split(b",")) == 300
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_progress_bar_only_on_terminals(monkeypatch):
+    from ntkhgm.cli import kernel_cmds
+
+    with kernel_cmds._progress("x", quiet=False) as cb:
+        assert cb is None  # pytest's stderr is not a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    with kernel_cmds._progress("x", quiet=True) as cb:
+        assert cb is None
+    with kernel_cmds._progress("x", quiet=False) as cb:
+        assert callable(cb)
+        cb(1, 3)
+        cb(3, 3)

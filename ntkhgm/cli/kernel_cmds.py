@@ -8,6 +8,7 @@ atomically, after all the work succeeded.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -93,7 +94,13 @@ def _check_output(output: str | None, inputs: list[str]) -> None:
 def _write(output: str | None, array: np.ndarray, header: list[str] | None = None) -> None:
     from ..io import write_array
 
-    write_array(None if output == "-" else output, array, header)
+    try:
+        write_array(None if output == "-" else output, array, header)
+    except BrokenPipeError:
+        # the reader of a pipeline (`| head`) went away: stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
 
 
 def _kernel_options(f):
