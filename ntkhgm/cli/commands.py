@@ -3,3 +3,4 @@
 from __future__ import annotations
 
 from . import kernel_cmds  # noqa: F401
+from . import pfaffian_cmd  # noqa: F401
