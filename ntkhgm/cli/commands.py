@@ -1,4 +1,6 @@
-"""Registers every command module on the ``main`` group."""
+"""Registers every command module on the ``main`` group (one import line each)."""
+
+# ruff: noqa: I001
 
 from __future__ import annotations
 
