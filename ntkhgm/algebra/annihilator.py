@@ -126,7 +126,8 @@ class _AnnParser:
         self.text = text
         self.toks: list[tuple[str, str, int]] = []
         pos = 0
-        while pos < len(text):
+        end = len(text.rstrip(" \t"))
+        while pos < end:
             m = _TOKEN.match(text, pos)
             assert m is not None
             if m.group(1) is not None:

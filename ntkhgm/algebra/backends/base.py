@@ -84,7 +84,7 @@ class CASSession:
         self.proc.delaybeforesend = None
         _LIVE.add(self)
         if startup:
-            self.run(startup, timeout=min(self.timeout, 120))
+            self.run(startup, timeout=max(self.timeout, 120))
 
     @property
     def pid(self) -> int:

@@ -77,9 +77,9 @@ def find_singular() -> str | None:
 
 
 def _singular_error(out: str) -> str | None:
-    lines = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("?")]
+    lines = [m.group(1).strip() for m in re.finditer(r"^[\s>]*\?(.*)$", out, re.M)]
     if lines:
-        return " ".join(ln.lstrip("? ").strip() for ln in lines[:4])
+        return " ".join(lines[:4])
     return None
 
 

@@ -1,0 +1,213 @@
+"""The Singular backend, computing for real (issue 3 §5) and its faults (issue 6 §2, §4).
+
+Not served from the cache: every computation here uses ``force`` and an empty
+user cache.  References: math.md §4 (ReLU), the exact integrability condition,
+2-D quadrature, and the holonomic ranks of math.md §4.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest_algebra import assert_matches_relu_reference
+
+from ntkhgm.algebra import cache
+from ntkhgm.algebra.annihilator import parse_annihilator
+from ntkhgm.algebra.backends.base import CASSession
+from ntkhgm.algebra.backends.singular import SingularBackend, _singular_error, find_singular
+from ntkhgm.algebra.pfaffian import PfaffianSystem
+from ntkhgm.checks import check_pfaffian_numeric
+from ntkhgm.errors import (
+    AnnihilatorSyntaxError,
+    BackendCrashError,
+    BackendNotFoundError,
+    BackendTimeoutError,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+if find_singular() is None:
+    if os.environ.get("CI"):
+        pytest.fail("Singular is required in CI: pip install --no-deps passagemath-singular",
+                    pytrace=False)
+    pytest.skip("Singular not found (pip install --no-deps passagemath-singular)",
+                allow_module_level=True)
+
+
+def pid_dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie is dead too
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture(scope="module")
+def backend():
+    be = SingularBackend()
+    yield be
+    pid = be._session.pid if be._session else None
+    be.close()
+    if pid:
+        assert pid_dead(pid)
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv("NTKHGM_CACHE_DIR", str(d))
+    return d
+
+
+def test_relu_matches_math_md(backend, isolated_cache):
+    system = cache.compute_pfaffian("relu", False, force=True, backend_obj=backend)
+    assert system.backend == "singular" and system.backend_version.startswith("Singular")
+    assert system.timings["restriction"] > 0
+    assert_matches_relu_reference(system)
+    stored = cache.load_pfaffian("relu", False)
+    assert stored == system
+    assert (isolated_cache / "relu.json").is_file()
+
+
+def test_relu_derivative(backend, isolated_cache):
+    system = cache.compute_pfaffian("relu", True, force=True, backend_obj=backend)
+    assert system.rank == 2 and system.annihilator == "u*du"
+    assert system.std_monomials == ((0, 0, 0), (0, 1, 0))
+    assert check_pfaffian_numeric(system, n_points=1, seed=1) < 1e-9
+
+
+def test_resin(backend, isolated_cache):
+    system = cache.compute_pfaffian("resin", False, force=True, backend_obj=backend)
+    assert system.rank == 5
+    assert system.std_monomials[0] == (0, 0, 0)
+    assert check_pfaffian_numeric(system, n_points=1, seed=2) < 1e-9
+
+
+def test_user_annihilator_via_api(backend, isolated_cache):
+    # the annihilator of ReLU typed differently (du·u − 2 = u·du − 1) gives ReLU's system
+    system = cache.compute_pfaffian("du*u-2", False, force=True, name="myrelu",
+                                    backend_obj=backend)
+    assert system.activation == "myrelu" and system.annihilator == "u*du-1"
+    assert_matches_relu_reference(system)
+    assert (isolated_cache / "myrelu.json").is_file()
+
+
+# --------------------------------------------------------------------------- session faults
+
+def _session(timeout=20.0, memory=None):
+    return CASSession("Singular", [find_singular(), "-q", "-t", "--no-rc"], timeout=timeout,
+                      memory_bytes=memory, error_detector=_singular_error,
+                      marker=lambda m: f'print("{m}");')
+
+
+def test_session_reports_singulars_error_text():
+    s = _session()
+    try:
+        with pytest.raises(BackendCrashError, match="undefined"):
+            s.run("nosuchproc_ntkhgm(3);")
+        assert "5" in s.run("print(2 + 3);")     # the session survives an error
+    finally:
+        s.close("quit;")
+
+
+def test_session_timeout_kills_the_process():
+    s = _session()
+    pid = s.pid
+    t0 = time.perf_counter()
+    with pytest.raises(BackendTimeoutError, match="killed"):
+        s.run("while (1) { }", timeout=1.0)
+    assert time.perf_counter() - t0 < 10
+    assert pid_dead(pid)
+    with pytest.raises(BackendCrashError, match="not running"):
+        s.run("print(1);")
+
+
+def test_session_detects_a_crash_mid_run():
+    s = _session()
+    pid = s.pid
+    threading.Timer(0.5, lambda: os.kill(pid, 9)).start()
+    with pytest.raises(BackendCrashError, match="died"):
+        s.run("while (1) { }", timeout=20)
+    assert pid_dead(pid)
+
+
+def test_session_memory_limit():
+    s = _session(memory=300 * 2 ** 20)
+    pid = s.pid
+    with pytest.raises(BackendCrashError, match="memory|died"):
+        s.run('string t = "xxxxxxxxxxxxxxxx"; int i; for (i = 1; i < 40; i++) { t = t + t; }')
+    assert pid_dead(pid)
+
+
+def test_missing_executable(monkeypatch):
+    monkeypatch.setenv("NTKHGM_SINGULAR", "/nonexistent/Singular")
+    assert find_singular() is None
+    with pytest.raises(BackendNotFoundError, match="passagemath-singular"):
+        SingularBackend()
+
+
+def test_backend_timeout_leaves_no_process(isolated_cache):
+    be = SingularBackend(timeout=0.3)
+    with pytest.raises(BackendTimeoutError):
+        cache.compute_pfaffian("resin", True, force=True, backend_obj=be)
+    pid = be._session.pid
+    be.close()
+    assert pid_dead(pid)
+    assert not isolated_cache.exists() or list(isolated_cache.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- hostile input
+
+HOSTILE = ['u*du-1; system("sh", "touch {p}")', 'system("sh","touch {p}")',
+           'u*du-1$ shell("touch {p}")$ quit;', '"; system("sh", "touch {p}"); "']
+
+
+@pytest.mark.parametrize("template", HOSTILE)
+def test_hostile_annihilators_never_reach_singular(template, isolated_cache, tmp_path):
+    target = tmp_path / f"pwned-{secrets.token_hex(4)}"
+    text = template.format(p=target)
+    with pytest.raises(AnnihilatorSyntaxError):
+        parse_annihilator(text)
+    be = SingularBackend()
+    try:
+        with pytest.raises(AnnihilatorSyntaxError):
+            cache.compute_pfaffian(text, False, force=True, name="evil", backend_obj=be)
+        assert be._session is None           # no CAS was even started
+    finally:
+        be.close()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", "from ntkhgm.cli import main; main()", "pfaffian",
+                        "--annihilator", text, "--name", "evil", "--backend", "singular"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not target.exists()
+    assert not isolated_cache.exists() or list(isolated_cache.iterdir()) == []
+
+
+def test_two_concurrent_cli_runs_leave_one_valid_entry(isolated_cache, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NTKHGM_CACHE_DIR=str(isolated_cache))
+    cmd = [sys.executable, "-c", "from ntkhgm.cli import main; main()", "pfaffian",
+           "--activation", "relu", "--derivative", "--force", "--backend", "singular", "-q"]
+    procs = [subprocess.Popen(cmd + ["-o", str(tmp_path / f"out{i}.json")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert sorted(p.name for p in isolated_cache.iterdir()) == ["relu.derivative.json"]
+    system = PfaffianSystem.from_json((isolated_cache / "relu.derivative.json").read_text())
+    for i in range(2):
+        out = PfaffianSystem.from_json((tmp_path / f"out{i}.json").read_text())
+        assert out.matrices == system.matrices and out.std_monomials == system.std_monomials
