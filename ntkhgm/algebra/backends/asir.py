@@ -66,7 +66,8 @@ def find_contrib() -> Path | None:
 
 
 def _asir_error(out: str) -> str | None:
-    if "return to toplevel" in out or "(debug)" in out:
+    if "return to toplevel" in out or "(debug)" in out or \
+            re.search(r"^\s*(syntax error|parse error)", out, re.M):
         lines = [ln.strip() for ln in out.splitlines()
                  if ln.strip() and not ln.strip().startswith("@@")
                  and not ln.strip().startswith("--")]
