@@ -79,6 +79,9 @@ class RationalFunction:
     num: Poly
     den: Poly
 
+    def __hash__(self) -> int:
+        return hash((frozenset(self.num.items()), frozenset(self.den.items())))
+
     def text(self) -> str:
         """Canonical text: ``num`` when den = 1, else ``(num)/(den)``."""
         n = format_polynomial(self.num, VARIABLES)
@@ -128,6 +131,10 @@ class PfaffianSystem:
     backend: str = ""
     backend_version: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash((self.activation, self.derivative, self.annihilator, self.std_monomials,
+                     tuple((k, self.matrices[k]) for k in sorted(self.matrices))))
 
     @property
     def rank(self) -> int:
