@@ -70,7 +70,8 @@ def validate_covariance(a, b, c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if np.any(bad):
         i = np.unravel_index(int(np.flatnonzero(bad)[0]), a.shape) if a.ndim else ()
         raise InvalidCovarianceError(
-            f"not a covariance matrix: Λ = [[{a[i]!r}, {c[i]!r}], [{c[i]!r}, {b[i]!r}]] "
+            f"not a covariance matrix: Λ = [[{float(a[i])!r}, {float(c[i])!r}], "
+            f"[{float(c[i])!r}, {float(b[i])!r}]] "
             f"(need a, b ≥ 0 finite and c² ≤ ab within relative {CLAMP_RTOL:g})")
     over = excess > 0
     c[over] = np.sign(c[over]) * root[over]
@@ -89,12 +90,39 @@ def _gh(act, a, b, c, derivative, degree: int = 25, **options):
     return gauss_hermite_dual(act.function(derivative), a, b, c, degree=degree)
 
 
-def _quad(act, a, b, c, derivative, rtol: float = 1e-13, **options):
+def _quad(act, a, b, c, derivative, rtol: float = 1e-11, **options):
     f = act.function(derivative)
     return expect_2d(f, f, a, b, c, rtol=rtol)
 
 
+def _pfaffian(act: Activation, derivative: bool):
+    """The cached or shipped Pfaffian system of σ (or σ'), None if there is none."""
+    if not act.holonomic:
+        return None
+    from .algebra.cache import load_pfaffian
+
+    return load_pfaffian(act.name, derivative)
+
+
+_HGM_EVALUATORS: dict = {}
+
+
+def _hgm(act, a, b, c, derivative, tol: float | None = None, **options):
+    from .numeric.hgm import DEFAULT_TOL, HGMEvaluator, check_finite
+
+    system = _pfaffian(act, derivative)
+    if system is None:
+        raise MethodUnavailableError(f"no Pfaffian system for {act.name}")
+    tol = DEFAULT_TOL if tol is None else float(tol)
+    key = (act.name, derivative, tol, id(system))
+    if key not in _HGM_EVALUATORS:
+        _HGM_EVALUATORS[key] = HGMEvaluator(act.function(derivative), system, tol=tol)
+    return check_finite(_HGM_EVALUATORS[key](a, b, c), a, b, c)
+
+
 register_method(DualMethod("closed", "closed form (math.md §6)", _closed_available, _closed))
+register_method(DualMethod("hgm", "holonomic gradient method (series + Pfaffian ODE)",
+                           lambda act, d: _pfaffian(act, d) is not None, _hgm))
 register_method(DualMethod("quad", "nested Gauss–Legendre quadrature split at the kink",
                            lambda act, d: True, _quad))
 register_method(DualMethod("gh", "Gauss–Hermite tensor rule (math.md §7)",

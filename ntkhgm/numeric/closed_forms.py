@@ -12,12 +12,13 @@ from functools import cache
 import numpy as np
 import sympy as sp
 
+from .covariance import correlation
+
 
 def _angle(a, b, c):
     """(√(ab), θ) with θ = arccos(c/√(ab)) ∈ [0, π], computed stably."""
-    r = np.sqrt(a * b)
-    s = np.sqrt(np.maximum((r - np.abs(c)) * (r + np.abs(c)), 0.0))
-    return r, np.arctan2(s, c)
+    cor = correlation(a, b, c)
+    return cor.root, cor.theta
 
 
 @cache

@@ -12,6 +12,8 @@ from functools import cache
 
 import numpy as np
 
+from .covariance import correlation
+
 DEFAULT_DEGREE = 25
 
 
@@ -35,10 +37,7 @@ def gauss_hermite_dual(f, a, b, c, *, degree: int = DEFAULT_DEGREE,
     shape = a.shape
     a, b, c = a.ravel(), b.ravel(), c.ravel()
     t, w = hermgauss(degree)
-    root = np.sqrt(a * b)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.clip(np.where(root > 0, c / np.where(root > 0, root, 1.0), 0.0), -1.0, 1.0)
-    s = np.sqrt((1.0 - rho) * (1.0 + rho))
+    _, rho, s, _, _ = correlation(a, b, c)
     out = np.empty(a.size)
     step = max(1, chunk_entries // (degree * degree))
     for lo in range(0, a.size, step):

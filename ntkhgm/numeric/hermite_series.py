@@ -1,0 +1,88 @@
+"""The dual activation as a series in ρ with per-variance factors (math.md §8).
+
+Price's theorem gives D_f(a, b, c) = Σ_k (c^k/k!) m_k(a) m_k(b), m_k(a) = E[f^{(k)}]; with
+ρ = c/√(ab) and Gaussian integration by parts this is Mehler's expansion
+
+    D_f(a, b, c) = Σ_n ρⁿ h_n(a) h_n(b),   h_n(a) = E_{z~N(0,1)}[f(√a z) He_n(z)] / √(n!),
+
+whose coefficients are 1-D integrals, computed once per distinct variance.
+Since Σ_n h_n(a)² = E f(√a z)², the truncation error after K terms is at most
+|ρ|^{K+1} √(T_K(a) T_K(b)), T_K = Σ_{n>K} h_n² (Cauchy–Schwarz), which picks K
+per pair.  Convergence is geometric in |ρ| but slow near |ρ| = 1, where the
+Pfaffian ODE takes over.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .quadrature import composite_rule, expect_1d
+
+Z_SERIES = 15.0   # ψ_n(z)·√φ(z) with √φ(15) ≈ 5e-25: beyond any K used here
+K_BINS = (8, 16, 32, 64, 128, 256)
+K_BINS_FAR = (512, 1024, 2048)
+
+
+def _rule(kmax: int, smax: float, n: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Composite Gauss–Legendre rule on [−Z, Z], split at 0, resolving He_kmax and f(s z)."""
+    width = min(1.0, 2 * np.pi / np.sqrt(2 * kmax + 1), 2 * np.pi / max(smax, 1e-300))
+    m = int(np.ceil(Z_SERIES / width))
+    z, w = composite_rule(np.linspace(0.0, Z_SERIES, m + 1), n)
+    return np.concatenate([-z[::-1], z]), np.concatenate([w[::-1], w])
+
+
+def hermite_coefficients(f, sa: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """h_n(sa²) for n = 0..kmax (shape (kmax+1, len(sa))) and the second moments E f(sa z)².
+
+    f must be smooth except at 0.  The normalised Hermite functions are built by
+    their stable three-term recurrence He_{n+1} = z He_n − n He_{n−1}.
+    """
+    sa = np.asarray(sa, dtype=float)
+    z, w = _rule(kmax, float(np.max(sa, initial=0.0)))
+    fz = f(sa[None, :] * z[:, None])                          # (Q, nvar)
+    q = np.empty((kmax + 1, z.size))
+    q[0] = w * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+    if kmax >= 1:
+        q[1] = z * q[0]
+    for n in range(1, kmax):
+        q[n + 1] = (z * q[n] - np.sqrt(n) * q[n - 1]) / np.sqrt(n + 1)
+    H = q @ fz
+    second = expect_1d(lambda u: f(u) ** 2, sa)
+    return H, np.atleast_1d(second)
+
+
+def tail_norms(H: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """T_K = E f² − Σ_{n≤K} h_n² for K = 0..kmax (shape like H), floored at 0."""
+    return np.maximum(second[None, :] - np.cumsum(H * H, axis=0), 0.0)
+
+
+def terms_needed(rho: np.ndarray, tail_a: np.ndarray, tail_b: np.ndarray, scale: np.ndarray,
+                 tol: float, bins=K_BINS) -> np.ndarray:
+    """The smallest K in ``bins`` whose truncation bound is ≤ tol·scale; −1 if none.
+
+    ``tail_a``/``tail_b`` are T_K at the bins for each pair, shape (len(bins), pairs).
+    """
+    absr = np.abs(rho)
+    need = np.full(rho.shape, -1, dtype=int)
+    for i in range(len(bins) - 1, -1, -1):
+        k = bins[i]
+        with np.errstate(under="ignore"):
+            bound = absr ** (k + 1) * np.sqrt(tail_a[i] * tail_b[i])
+        need[bound <= tol * scale] = k
+    return need
+
+
+def series_sum(H: np.ndarray, ia: np.ndarray, ib: np.ndarray, rho: np.ndarray, k: int,
+               chunk: int = 1 << 16) -> np.ndarray:
+    """Σ_{n≤k} ρⁿ h_n(a) h_n(b) by Horner, vectorised over pairs (ia, ib index H's columns)."""
+    out = np.empty(rho.size)
+    for lo in range(0, rho.size, chunk):
+        sl = slice(lo, lo + chunk)
+        r, i, j = rho[sl], ia[sl], ib[sl]
+        Hi, Hj = H[: k + 1, i], H[: k + 1, j]
+        acc = Hi[k] * Hj[k]
+        for n in range(k - 1, -1, -1):
+            acc *= r
+            acc += Hi[n] * Hj[n]
+        out[sl] = acc
+    return out

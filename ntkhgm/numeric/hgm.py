@@ -1,0 +1,206 @@
+"""The holonomic gradient method for dual activations, all points at once.
+
+For arrays (a, b, c) the evaluator splits the points by what serves them best
+and shares all per-variance work (variances repeat across the pairs of a
+kernel matrix):
+
+1. degenerate Λ (a = 0, b = 0 or |ρ| = 1: kernel diagonals, duplicate rows):
+   the 1-D integral E_z[f(√a z) f(±√b z)];
+2. |ρ| small enough that the Mehler series (math.md §8, :mod:`.hermite_series`)
+   reaches the tolerance within 256 terms: Horner sums of per-variance
+   Hermite coefficients;
+3. the rest (|ρ| → 1): the Pfaffian ODE (math.md §4) in the (a, b, θ)
+   coordinates of :mod:`.pfaffian_ode`, from the factorised initial values on
+   c = 0 (math.md §5), every path in one batched integration — where the
+   system's singular point at |ρ| = 1 is regular.  Where it is irregular
+   (ReSin), the series is continued to 2048 terms and the last few pairs
+   (|ρ| ≳ 0.985) use the reference quadrature.
+
+When every point has the same variances (data on a sphere), D depends on θ
+alone, and is analytic in θ = arccos ρ on [0, π]: one Chebyshev interpolant in
+θ, built from the steps above at a few nodes and checked between them, serves
+all points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import IntegrationError
+from . import hermite_series as hs
+from .covariance import correlation
+from .pfaffian_ode import PathEvaluator, RhoSystem, integrate_paths
+from .quadrature import expect_1d, expect_2d, expect_pair_1d
+
+DEFAULT_TOL = 1e-13
+CHEB_MAX_DEGREE = 256
+
+
+def rho_system(system) -> RhoSystem:
+    """The Pfaffian in (sa, sb, ρ) coordinates, derived once per process and cached on disk."""
+    from .pfaffian_ode import rho_system_key
+
+    key = rho_system_key(system)
+    cached = _load_rho_cache(key)
+    if cached is not None:
+        return cached
+    rs = RhoSystem.from_pfaffian(system)
+    _store_rho_cache(key, rs)
+    return rs
+
+
+def _rho_cache_path(key: str):
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("NTKHGM_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ntkhgm")
+    return Path(root) / "derived" / f"rho-{key}.json"
+
+
+_RHO_MEMO: dict[str, RhoSystem] = {}
+
+
+def _load_rho_cache(key: str) -> RhoSystem | None:
+    if key in _RHO_MEMO:
+        return _RHO_MEMO[key]
+    path = _rho_cache_path(key)
+    try:
+        rs = RhoSystem.from_json(path.read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    _RHO_MEMO[key] = rs
+    return rs
+
+
+def _store_rho_cache(key: str, rs: RhoSystem) -> None:
+    from ..atomic import atomic_write_text
+
+    _RHO_MEMO[key] = rs
+    path = _rho_cache_path(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, rs.to_json())
+    except OSError:
+        pass  # a read-only cache only costs the derivation next time
+
+
+def _moments(f, sa: np.ndarray, pmax: int) -> np.ndarray:
+    """μ_p(sa) = E_z[z^p f(sa z)], p = 0..pmax, shape (pmax+1, len(sa)) (math.md §5)."""
+    return np.stack([expect_1d(lambda u, p=p: (u ** p) * f(u), sa)
+                     / np.where(sa > 0, sa, 1.0) ** p for p in range(pmax + 1)])
+
+
+class HGMEvaluator:
+    """Dual activation D_f(a, b, c) of one function f (σ or σ') with its Pfaffian system."""
+
+    def __init__(self, f, system, *, tol: float = DEFAULT_TOL):
+        self.f = f
+        self.system = system
+        self.tol = tol
+        self.rs = rho_system(system)
+
+    def _ode(self, sa, sb, theta):
+        """D at θ for each path, from the factorised values at c = 0 (step 3; math.md §5)."""
+        rs = self.rs
+        pmax = max(max(rs.p), max(rs.q))
+        vals, inv = np.unique(np.concatenate([sa, sb]), return_inverse=True)
+        mu = _moments(self.f, vals, pmax)
+        ia, ib = inv[: sa.size], inv[sa.size:]
+        j = np.array([m[1] for m in self.system.std_monomials])
+        g0 = (2.0 ** j)[None, :] * mu[list(rs.p)][:, ia].T * mu[list(rs.q)][:, ib].T
+        second = _second(self.f, vals)
+        scale = np.maximum(np.sqrt(second[ia] * second[ib]), np.max(np.abs(g0), axis=1))
+        G = integrate_paths(PathEvaluator(rs, sa, sb), g0, theta, tol=self.tol, scale=scale)
+        return G[:, 0]
+
+    def __call__(self, a, b, c) -> np.ndarray:
+        a, b, c = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (a, b, c)))
+        shape = a.shape
+        a, b, c = a.ravel(), b.ravel(), c.ravel()
+        sa, sb = np.sqrt(a), np.sqrt(b)
+        _, _, _, theta, degenerate = correlation(a, b, c)
+        out = np.empty(a.size)
+        if np.any(degenerate):
+            d = degenerate
+            sign = np.where(c[d] < 0, -1.0, 1.0)
+            out[d] = expect_pair_1d(self.f, self.f, sa[d], sb[d] * sign)
+        rest = np.flatnonzero(~degenerate)
+        if rest.size == 0:
+            return out.reshape(shape)
+        vals, inv = np.unique(np.concatenate([sa[rest], sb[rest]]), return_inverse=True)
+        if vals.size == 1:
+            out[rest] = self._chebyshev(float(vals[0]), theta[rest])
+        else:
+            out[rest] = self._general(sa[rest], sb[rest], theta[rest], vals, inv)
+        return out.reshape(shape)
+
+    def _series(self, sa, sb, theta, vals, inv, bins):
+        """Mehler series where it converges within max(bins) terms; NaN elsewhere."""
+        ia, ib = inv[: sa.size], inv[sa.size:]
+        rho = np.cos(theta)
+        H, second = hs.hermite_coefficients(self.f, vals, bins[-1])
+        T = hs.tail_norms(H, second)[list(bins)]
+        scale = np.sqrt(second[ia] * second[ib])
+        need = hs.terms_needed(rho, T[:, ia], T[:, ib], scale, 0.1 * self.tol, bins)
+        out = np.full(sa.size, np.nan)
+        for k in bins:
+            m = need == k
+            if np.any(m):
+                out[m] = hs.series_sum(H, ia[m], ib[m], rho[m], k)
+        return out
+
+    def _general(self, sa, sb, theta, vals, inv):
+        out = self._series(sa, sb, theta, vals, inv, hs.K_BINS)
+        far = np.isnan(out)
+        if np.any(far):
+            out[far] = (self._ode if self.rs.fuchsian else self._near_irregular)(
+                sa[far], sb[far], theta[far])
+        return out
+
+    def _near_irregular(self, sa, sb, theta):
+        """|ρ| near 1 for a system with an irregular singular point there (ReSin).
+
+        Path integration towards ρ = ±1 is unstable (see :mod:`.pfaffian_ode`), so
+        the series is continued to 2048 terms (|ρ| ≲ 0.985), and the remaining
+        few pairs use the reference quadrature.
+        """
+        vals, inv = np.unique(np.concatenate([sa, sb]), return_inverse=True)
+        out = self._series(sa, sb, theta, vals, inv, hs.K_BINS_FAR)
+        rest = np.isnan(out)
+        if np.any(rest):
+            c = sa[rest] * sb[rest] * np.cos(theta[rest])
+            out[rest] = expect_2d(self.f, self.f, sa[rest] ** 2, sb[rest] ** 2, c)
+        return out
+
+    def _chebyshev(self, s: float, theta: np.ndarray) -> np.ndarray:
+        """Uniform variances: Chebyshev interpolation of D(θ) on [0, π] (module docstring)."""
+        for degree in (32, 64, 128, CHEB_MAX_DEGREE):
+            nodes = np.pi / 2 * (1 - np.cos(np.pi * (np.arange(degree) + 0.5) / degree))
+            check = np.pi / 2 * (1 - np.cos(np.pi * (np.arange(degree - 1) + 1.0) / degree))
+            both = np.concatenate([nodes, check])
+            vals = self._general(np.full(both.size, s), np.full(both.size, s), both,
+                                 np.array([s]), np.zeros(2 * both.size, dtype=int))
+            coef = np.polynomial.chebyshev.chebfit(2 * nodes / np.pi - 1, vals[:degree], degree - 1)
+            approx = np.polynomial.chebyshev.chebval(2 * check / np.pi - 1, coef)
+            scale = float(np.max(np.abs(vals)))
+            if np.max(np.abs(approx - vals[degree:])) <= self.tol * max(scale, 1e-300):
+                return np.polynomial.chebyshev.chebval(2 * theta / np.pi - 1, coef)
+        # not analytic enough for a global interpolant: evaluate every point
+        n = theta.size
+        return self._general(np.full(n, s), np.full(n, s), theta, np.array([s]),
+                             np.zeros(2 * n, dtype=int))
+
+
+def _second(f, sa):
+    return np.atleast_1d(expect_1d(lambda u: f(u) ** 2, sa))
+
+
+def check_finite(values: np.ndarray, a, b, c) -> np.ndarray:
+    """Raise IntegrationError naming the first Λ whose value is not finite."""
+    bad = ~np.isfinite(values)
+    if np.any(bad):
+        i = int(np.flatnonzero(bad.ravel())[0])
+        raise IntegrationError("HGM produced a non-finite value",
+                               float(np.ravel(a)[i]), float(np.ravel(b)[i]), float(np.ravel(c)[i]))
+    return values
