@@ -71,6 +71,8 @@ def check_pfaffian_numeric(system: PfaffianSystem,
     each component is relative to |lhs| + Σ|P F| (the scale of the cancellation).
     """
     if f is None:
+        f = system.function()
+    if f is None:
         from .activations import get_activation
 
         f = get_activation(system.activation).function(system.derivative)

@@ -211,3 +211,19 @@ def test_two_concurrent_cli_runs_leave_one_valid_entry(isolated_cache, tmp_path)
     for i in range(2):
         out = PfaffianSystem.from_json((tmp_path / f"out{i}.json").read_text())
         assert out.matrices == system.matrices and out.std_monomials == system.std_monomials
+
+
+def test_cli_user_activation_with_sigma(isolated_cache, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NTKHGM_CACHE_DIR=str(isolated_cache))
+    out = tmp_path / "p.json"
+    r = subprocess.run([sys.executable, "-c", "from ntkhgm.cli import main; main()", "pfaffian",
+                        "--annihilator", "u*du-2", "--derivative-annihilator", "u*du-1",
+                        "--sigma", "u^2*step(u)", "--dsigma", "2*u*step(u)", "--name", "sq",
+                        "--derivative", "--check", "--force", "-o", str(out)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    system = PfaffianSystem.from_json(out.read_text())
+    assert system.activation == "sq" and system.derivative and system.rank == 2
+    assert system.expression is not None
+    assert sorted(p.name for p in isolated_cache.iterdir()) == ["sq.derivative.json", "sq.json"]
+    assert check_pfaffian_numeric(system, n_points=1) < 1e-9

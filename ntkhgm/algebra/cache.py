@@ -172,19 +172,29 @@ def make_backend(backend: str = "auto"):
 
 def compute_pfaffian(activation_name_or_annihilator: str, derivative: bool = False,
                      backend: str = "auto", force: bool = False, *, name: str | None = None,
-                     store: bool = True, backend_obj=None,
+                     store: bool = True, backend_obj=None, expression: str | None = None,
                      progress: Callable[[str, float], None] | None = None) -> PfaffianSystem:
     """Compute (or serve from the cache) the Pfaffian system of σ or σ' (math.md §4).
 
     ``activation_name_or_annihilator`` is a catalog name or an annihilator string
-    (then ``name`` names the entry).  Without ``force`` a cached entry with the same
-    annihilator is returned.  A new system is checked exactly for integrability
+    (then ``name`` names the entry, and ``expression`` optionally gives f = σ or σ' as a
+    safe expression for the initial values, checked against the annihilator away from
+    u = 0 before any CAS runs).  Without ``force`` a cached entry with the same
+    annihilator (and expression) is returned.  A new system is checked exactly for integrability
     (sympy) before it is stored; on any failure nothing is written.
     """
     entry, ann = resolve_annihilator(activation_name_or_annihilator, derivative, name)
+    expr_text = None
+    if expression is not None:
+        from .sigma_expr import check_annihilates, parse_sigma
+
+        parsed = parse_sigma(expression)
+        check_annihilates(ann, parsed)
+        expr_text = parsed.text
     if not force:
         cached = load_pfaffian(entry, derivative)
-        if cached is not None and cached.annihilator == ann.text():
+        if cached is not None and cached.annihilator == ann.text() and \
+                (expr_text is None or cached.expression == expr_text):
             if progress:
                 progress("cache", 0.0)
             return cached
@@ -209,7 +219,8 @@ def compute_pfaffian(activation_name_or_annihilator: str, derivative: bool = Fal
     timings["total"] = time.perf_counter() - t0
     system = PfaffianSystem(activation=entry, derivative=derivative, annihilator=ann.text(),
                             std_monomials=tuple(std[i] for i in order), matrices=mats,
-                            backend=be.name, backend_version=version, timings=timings)
+                            backend=be.name, backend_version=version, timings=timings,
+                            expression=expr_text)
     t1 = time.perf_counter()
     fails = check_integrability_exact(system)
     if fails:

@@ -24,7 +24,9 @@ JSON schema ``ntkhgm.pfaffian/1`` (all keys required, no others)::
                          "terms": [[2^j, 2i+j, 2k+j], …]},   # one per std monomial
       "backend": {"name": "singular", "version": "Singular 4.4.1 (44105)"},
       "timings": {"restriction": 3.2, …},  # seconds
-      "sha256": "…"                        # of the canonical JSON of all other keys
+      "sha256": "…",                       # of the canonical JSON of all other keys
+      "expression": "(u*step(u))"          # optional: f as a safe expression (user
+                                           # activations; grammar of ntkhgm.algebra.sigma_expr)
     }
 
 The canonical JSON is ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
@@ -47,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import AnnihilatorSyntaxError, PfaffianFileError
+from ..errors import AnnihilatorSyntaxError, NtkhgmError, PfaffianFileError
 from .annihilator import parse_annihilator
 from .expr import ExprLimits, format_polynomial, parse_rational
 
@@ -67,6 +69,7 @@ _ENTRY_LIMITS = ExprLimits(max_length=2_000_000, max_depth=32, max_exponent=64,
 _KEYS = {"schema", "activation", "derivative", "function", "annihilator", "variables",
          "std_monomials", "rank", "matrices", "initial_values", "backend", "timings",
          "sha256"}
+_OPTIONAL_KEYS = {"expression"}
 
 Monomial = tuple[int, int, int]            # exponents of x11, x12, x22
 Poly = dict[Monomial, Fraction]            # sparse polynomial, exact
@@ -131,6 +134,15 @@ class PfaffianSystem:
     backend: str = ""
     backend_version: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    expression: str | None = None   # f as a safe expression (user activations), or None
+
+    def function(self):
+        """f (σ or σ') as a vectorised numpy function from ``expression``, or None."""
+        if self.expression is None:
+            return None
+        from .sigma_expr import parse_sigma
+
+        return parse_sigma(self.expression)
 
     def __hash__(self) -> int:
         return hash((self.activation, self.derivative, self.annihilator, self.std_monomials,
@@ -173,6 +185,8 @@ class PfaffianSystem:
             "backend": {"name": self.backend, "version": self.backend_version},
             "timings": {k: round(float(v), 4) for k, v in sorted(self.timings.items())},
         }
+        if self.expression is not None:
+            obj["expression"] = self.expression
         obj["sha256"] = content_hash(obj)
         return obj
 
@@ -210,8 +224,8 @@ class PfaffianSystem:
         if obj.get("schema") != SCHEMA:
             raise bad(f"unknown schema {str(obj.get('schema'))[:40]!r} (expected {SCHEMA!r})")
         keys = set(obj)
-        if keys != _KEYS:
-            missing, extra = sorted(_KEYS - keys), sorted(keys - _KEYS)
+        if not _KEYS <= keys <= _KEYS | _OPTIONAL_KEYS:
+            missing, extra = sorted(_KEYS - keys), sorted(keys - _KEYS - _OPTIONAL_KEYS)
             raise bad(f"wrong keys (missing {missing}, unexpected {extra[:5]})")
         digest = obj["sha256"]
         if not isinstance(digest, str) or content_hash(obj) != digest:
@@ -279,10 +293,22 @@ class PfaffianSystem:
                 all(isinstance(k, str) and isinstance(v, (int, float)) and not
                     isinstance(v, bool) for k, v in tm.items())):
             raise bad("'timings' must map names to seconds")
+        expression = obj.get("expression")
+        if expression is not None:
+            from .sigma_expr import parse_sigma
+
+            if not isinstance(expression, str):
+                raise bad("'expression' must be a string")
+            try:
+                parsed = parse_sigma(expression)
+            except NtkhgmError as exc:
+                raise bad(f"bad expression: {exc}") from None
+            if parsed.text != expression:
+                raise bad("'expression' is not in canonical form")
         system = cls(activation=name, derivative=deriv, annihilator=ann_text,
                      std_monomials=tuple(std), matrices=mats, backend=be["name"],
                      backend_version=be["version"],
-                     timings={k: float(v) for k, v in tm.items()})
+                     timings={k: float(v) for k, v in tm.items()}, expression=expression)
         if check_integrability:
             defect = integrability_defect_modp(system)
             if defect:

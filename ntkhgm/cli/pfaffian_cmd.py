@@ -3,14 +3,16 @@
     ntkhgm pfaffian --activation relu [--derivative] [--backend auto|asir|singular]
                     [--force] [--check] [-o FILE] [--quiet]
     ntkhgm pfaffian --annihilator "u*du-1" --name myact [--derivative-annihilator "u*du"]
-                    [--derivative] ...
+                    [--sigma "u*step(u)"] [--dsigma "step(u)"] [--derivative] ...
 
 The JSON (schema ``ntkhgm.pfaffian/1``, see :mod:`ntkhgm.algebra.pfaffian`) goes to
 ``-o FILE`` (written atomically) or stdout; stages and timings go to stderr when
 it is a terminal and ``--quiet`` is not given.  A cached or shipped system is
 served unless ``--force``.  With ``--annihilator`` the σ system (and, given
 ``--derivative-annihilator``, the σ' system) is stored in the user cache under
-``--name``; the one selected by ``--derivative`` is printed.
+``--name``; the one selected by ``--derivative`` is printed.  ``--sigma``/``--dsigma``
+give σ/σ' as safe expressions (:mod:`ntkhgm.algebra.sigma_expr`) for the initial
+values; they are checked against the annihilators and stored in the files.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ def _console(quiet: bool) -> Console | None:
 @click.option("--derivative-annihilator", "dannihilator", metavar="OP",
               help="Annihilator of σ' for a user activation.")
 @click.option("--name", metavar="NAME", help="Name of the user activation (with --annihilator).")
+@click.option("--sigma", "sigma", metavar="EXPR",
+              help="σ of the user activation as an expression in u (e.g. 'u*step(u)'), "
+                   "for initial values; checked against --annihilator.")
+@click.option("--dsigma", "dsigma", metavar="EXPR",
+              help="σ' of the user activation (checked against --derivative-annihilator).")
 @click.option("--derivative", is_flag=True, help="The system of σ' (for the NTK's Σ̇).")
 @click.option("--backend", type=click.Choice(["auto", "asir", "singular"]), default="auto",
               show_default=True, help="Computer algebra system.")
@@ -53,8 +60,8 @@ def _console(quiet: bool) -> Console | None:
               help="Verify: exact integrability (sympy) and ∂F = PF against quadrature.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the JSON here.")
 @click.option("--quiet", "-q", is_flag=True, help="No stage display on stderr.")
-def pfaffian_cmd(activation, annihilator, dannihilator, name, derivative, backend, force,
-                 check, output, quiet) -> None:
+def pfaffian_cmd(activation, annihilator, dannihilator, name, sigma, dsigma, derivative,
+                 backend, force, check, output, quiet) -> None:
     """Pfaffian system ∂ij F = Pij F of an activation's dual (math.md §4)."""
     from ..algebra.annihilator import parse_annihilator
     from ..algebra.cache import compute_pfaffian
@@ -70,8 +77,12 @@ def pfaffian_cmd(activation, annihilator, dannihilator, name, derivative, backen
         parse_annihilator(annihilator)
         if dannihilator is not None:
             parse_annihilator(dannihilator)
-    elif dannihilator is not None or name is not None:
-        raise InputError("--derivative-annihilator and --name go with --annihilator")
+        if dsigma is not None and dannihilator is None:
+            raise InputError("--dsigma needs --derivative-annihilator")
+    elif dannihilator is not None or name is not None or sigma is not None or \
+            dsigma is not None:
+        raise InputError("--derivative-annihilator, --name, --sigma and --dsigma go with "
+                         "--annihilator")
 
     con = _console(quiet)
     started = time.perf_counter()
@@ -83,27 +94,27 @@ def pfaffian_cmd(activation, annihilator, dannihilator, name, derivative, backen
             else:
                 con.print(f"  {stage:<14} {seconds:8.2f} s")
 
-    jobs: list[tuple[str, bool]] = []
+    jobs: list[tuple[str, bool, str | None]] = []
     if annihilator is not None:
-        jobs.append((annihilator, False))
+        jobs.append((annihilator, False, sigma))
         if dannihilator is not None:
-            jobs.append((dannihilator, True))
+            jobs.append((dannihilator, True, dsigma))
     else:
-        jobs.append((activation, derivative))
+        jobs.append((activation, derivative, None))
 
     from ..algebra.backends import get_backend
 
     be = None
     selected = None
     try:
-        for text, deriv in jobs:
+        for text, deriv, expr in jobs:
             if con is not None:
                 label = name or activation
                 con.print(f"[bold]{label}{' (σ′)' if deriv else ''}[/]")
             if force and be is None:
                 be = get_backend(backend)
             system = compute_pfaffian(text, deriv, backend=backend, force=force, name=name,
-                                      backend_obj=be, progress=progress)
+                                      backend_obj=be, expression=expr, progress=progress)
             if deriv == derivative:
                 selected = system
     finally:
@@ -146,11 +157,21 @@ def _check(system, con: Console | None) -> None:
         raise PfaffianFileError(f"{system.key}: not integrable ({', '.join(fails[:3])})")
     if con is not None:
         con.print(f"  integrability  exact, ok  {time.perf_counter() - t0:8.2f} s")
+    from ..checks import check_pfaffian_numeric
+
+    if system.expression is not None:
+        t0 = time.perf_counter()
+        err = check_pfaffian_numeric(system, n_points=2)
+        if con is not None:
+            con.print(f"  quadrature     max rel. err {err:.1e}  "
+                      f"{time.perf_counter() - t0:8.2f} s")
+        return
     try:
         act = get_activation(system.activation)
     except UnknownActivationError:
         if con is not None:
-            con.print("  [yellow]numeric check skipped: σ of a user activation is unknown[/]")
+            con.print("  [yellow]numeric check skipped: σ of a user activation is unknown "
+                      "(give --sigma/--dsigma)[/]")
         return
     if act.annihilator_of(system.derivative) is None:
         return
@@ -160,7 +181,6 @@ def _check(system, con: Console | None) -> None:
         if con is not None:
             con.print("  [yellow]numeric check skipped: not the catalog's annihilator[/]")
         return
-    from ..checks import check_pfaffian_numeric
 
     t0 = time.perf_counter()
     err = check_pfaffian_numeric(system, n_points=2)
