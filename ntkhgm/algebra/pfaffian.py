@@ -392,31 +392,62 @@ def integrability_defect_modp(system: PfaffianSystem, tries: int = 2) -> str:
 def check_integrability_exact(system: PfaffianSystem) -> list[str]:
     """Symbolic check of ∂k Pl − ∂l Pk + Pl Pk − Pk Pl = 0 with sympy (math.md §4).
 
-    Returns the list of failing (k, l, a, b) descriptions; empty when integrable.
+    Exact polynomial arithmetic (sympy ``PolyRing`` over QQ): each entry of the
+    condition is a sum of fractions n/d; fractions with the same (monic)
+    denominator are added first, then the groups are brought to their least
+    common multiple and the numerator is tested for zero.  Returns the failing
+    entries; empty when the system is integrable.
     """
     from sympy import QQ
-    from sympy.polys.fields import field
+    from sympy.polys.rings import ring
 
-    K, *gens = field(",".join(VARIABLES), QQ)
+    R, *gens = ring(",".join(VARIABLES), QQ)
 
-    def conv(e: RationalFunction):
-        n = K.ring.from_dict({m: QQ(c.numerator, c.denominator) for m, c in e.num.items()})
-        d = K.ring.from_dict({m: QQ(c.numerator, c.denominator) for m, c in e.den.items()})
-        return K(n) / K(d)
+    def conv(p: Poly):
+        return R.from_dict({m: QQ(c.numerator, c.denominator) for m, c in p.items()})
 
-    M = {k: [[conv(e) for e in row] for row in system.matrices[k]] for k in MATRIX_KEYS}
+    def monic(n, d):
+        lc = d.LC
+        return (n.quo_ground(lc), d.quo_ground(lc)) if lc != 1 else (n, d)
+
+    ents = {k: [[monic(conv(e.num), conv(e.den)) for e in row] for row in system.matrices[k]]
+            for k in MATRIX_KEYS}
     r = system.rank
     fails = []
+
+    def add(groups, n, d, sign=1):
+        if not n:
+            return
+        n, d = monic(n, d)
+        groups[d] = groups.get(d, R.zero) + (n if sign > 0 else -n)
+
     for ik, k in enumerate(MATRIX_KEYS):
         for il, ell in enumerate(MATRIX_KEYS):
             if il <= ik:
                 continue
             for a in range(r):
                 for b in range(r):
-                    s = M[ell][a][b].diff(gens[ik]) - M[k][a][b].diff(gens[il])
+                    groups: dict = {}
+                    n, d = ents[ell][a][b]
+                    add(groups, n.diff(gens[ik]) * d - n * d.diff(gens[ik]), d * d)
+                    n, d = ents[k][a][b]
+                    add(groups, n.diff(gens[il]) * d - n * d.diff(gens[il]), d * d, -1)
                     for c in range(r):
-                        s += M[ell][a][c] * M[k][c][b] - M[k][a][c] * M[ell][c][b]
-                    if s != 0:
+                        (n1, d1), (n2, d2) = ents[ell][a][c], ents[k][c][b]
+                        add(groups, n1 * n2, d1 * d2)
+                        (n1, d1), (n2, d2) = ents[k][a][c], ents[ell][c][b]
+                        add(groups, n1 * n2, d1 * d2, -1)
+                    groups = {d: n for d, n in groups.items() if n}
+                    if not groups:
+                        continue
+                    lcm = R.one
+                    for d in groups:
+                        lcm = lcm.lcm(d)
+                    total = R.zero
+                    for d, n in groups.items():
+                        q, rem = lcm.div(d)
+                        total += n * q
+                    if total:
                         fails.append(f"({k}, {ell}) entry [{a}][{b}]")
     return fails
 
