@@ -160,7 +160,9 @@ def resolve_annihilator(activation_name_or_annihilator: str, derivative: bool,
     ann_text = act.annihilator_of(derivative)
     if ann_text is None:  # pragma: no cover - catalog always has both
         raise AnnihilatorSyntaxError(f"{act.name}: no annihilator for σ'")
-    return (name or act.name), parse_annihilator(ann_text)
+    entry = (name or act.name).strip().lower()
+    _stem(entry, derivative)
+    return entry, parse_annihilator(ann_text)
 
 
 def make_backend(backend: str = "auto"):
