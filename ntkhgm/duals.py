@@ -26,7 +26,7 @@ from .activations import Activation, get_activation
 from .errors import InvalidCovarianceError, MethodUnavailableError
 from .numeric import closed_forms
 from .numeric.gauss_hermite import gauss_hermite_dual
-from .numeric.quadrature import expect_2d
+from .numeric.quadrature import expect_2d, expect_pair_1d
 
 CLAMP_RTOL = 1e-9
 QUAD_AUTO_MAX_POINTS = 2000
@@ -170,7 +170,19 @@ def dual(activation: str | Activation, a, b, c, *, derivative: bool = False,
     act = as_activation(activation)
     a, b, c = validate_covariance(a, b, c)
     name = resolve_method(act, derivative, method, npoints=a.size)
-    return np.asarray(METHODS[name].evaluate(act, a, b, c, derivative, **options), dtype=float)
+    zero = (a == 0) | (b == 0)
+    if not np.any(zero):
+        return np.asarray(METHODS[name].evaluate(act, a, b, c, derivative, **options),
+                          dtype=float)
+    # a zero variance (a zero input row) means u ≡ 0: D = f(0)·E f(√b z), the same
+    # convention for every method (closed forms would take the ρ → 0 limit instead)
+    f = act.function(derivative)
+    out = np.empty(a.shape)
+    out[zero] = expect_pair_1d(f, f, np.sqrt(a[zero]), np.sqrt(b[zero]))
+    keep = ~zero
+    if np.any(keep):
+        out[keep] = METHODS[name].evaluate(act, a[keep], b[keep], c[keep], derivative, **options)
+    return out
 
 
 def second_moment(activation: str | Activation, a, *, derivative: bool = False,

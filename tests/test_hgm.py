@@ -1,0 +1,169 @@
+"""The HGM evaluator against independent references (issue 4).
+
+Errors are relative to the Cauchy–Schwarz scale √(E f(u)² E f(v)²) (README,
+"Error convention"); references are closed forms (math.md §6) and mpmath.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import mpmath_reference as ref
+import numpy as np
+import pytest
+import sympy as sp
+
+import ntkhgm
+from ntkhgm.duals import second_moment
+from ntkhgm.numeric.hgm import HGMEvaluator
+
+SPECIAL_RHOS = [1 - 1e-8, -1 + 1e-8, 0.999999, -0.999999, 1 - 1e-14, 1.0, -1.0, 0.0, 0.95]
+
+
+def _points(n=60, seed=7):
+    rng = np.random.default_rng(seed)
+    k = n - len(SPECIAL_RHOS)
+    a = np.exp(rng.uniform(np.log(1e-2), np.log(50), n))
+    b = np.exp(rng.uniform(np.log(1e-2), np.log(50), n))
+    rho = np.concatenate([rng.uniform(-1, 1, k), SPECIAL_RHOS])
+    return a, b, rho * np.sqrt(a * b)
+
+
+def _scale(name, derivative, a, b):
+    return np.sqrt(second_moment(name, a, derivative=derivative, method="quad")
+                   * second_moment(name, b, derivative=derivative, method="quad"))
+
+
+_ODE_GAP = pytest.mark.xfail(
+    strict=True,
+    reason="measured 2e-10..3e-9 (scale-relative) at |ρ| ≥ 0.999999 with large variances: "
+           "these systems have a singular point just beyond ρ = ±1 (e.g. erf at "
+           "ρ² = (1+2a)(1+2b)/(4ab)); open in issue 4. auto uses their closed forms.")
+
+
+@pytest.mark.parametrize("name, derivative", [
+    ("relu", False), ("relu", True), ("relu2", False), ("relu2", True), ("normcdf", False),
+    pytest.param("erf", False, marks=_ODE_GAP), pytest.param("erf", True, marks=_ODE_GAP),
+    pytest.param("normcdf", True, marks=_ODE_GAP),
+    pytest.param("sin", False, marks=_ODE_GAP), pytest.param("sin", True, marks=_ODE_GAP)])
+def test_hgm_matches_closed_forms(name, derivative):
+    a, b, c = _points()
+    got = ntkhgm.dual(name, a, b, c, derivative=derivative, method="hgm")
+    exact = ntkhgm.dual(name, a, b, c, derivative=derivative, method="closed")
+    err = np.abs(got - exact) / _scale(name, derivative, a, b)
+    assert err.max() <= 1e-10, (err.max(), int(err.argmax()))
+
+
+RESIN_POINTS = [(2.0, 0.5, 0.3), (0.01, 50.0, -0.4), (3.0, 3.0, 3.0 * (1 - 1e-9)),
+                (1.0, 4.0, -2.0 * 0.999999), (25.0, 0.2, 0.0), (5.0, 5.0, -5.0),
+                (0.3, 0.4, 0.98 * np.sqrt(0.12)), (10.0, 20.0, 0.93 * np.sqrt(200.0))]
+
+
+@pytest.mark.parametrize("derivative", [False, True])
+def test_hgm_resin_matches_mpmath(derivative):
+    a, b, c = (np.array(v) for v in zip(*RESIN_POINTS, strict=True))
+    got = ntkhgm.dual("resin", a, b, c, derivative=derivative, method="hgm")
+    exact = np.array([float(ref.dual("resin", derivative, *p)) for p in RESIN_POINTS])
+    scale = np.sqrt([float(ref.second_moment("resin", derivative, x) *
+                           ref.second_moment("resin", derivative, y)) for x, y in zip(a, b,
+                                                                                     strict=True)])
+    assert np.max(np.abs(got - exact) / scale) <= 1e-10
+
+
+def test_batched_and_single_point_agree():
+    a, b, c = _points(30, seed=3)
+    for name in ("relu", "resin"):
+        batch = ntkhgm.dual(name, a, b, c, method="hgm")
+        single = np.array([ntkhgm.dual(name, x, y, z, method="hgm")
+                           for x, y, z in zip(a, b, c, strict=True)])
+        scale = np.sqrt(second_moment(name, a) * second_moment(name, b))
+        assert np.max(np.abs(batch - single) / scale) <= 1e-12
+
+
+# --- the numeric pipeline fed with math.md §4's published ReLU Pfaffian -------------
+
+@dataclass(frozen=True)
+class _RF:
+    num: dict
+    den: dict
+
+
+@dataclass(frozen=True)
+class _System:
+    std_monomials: tuple
+    matrices: dict
+
+
+def _mathmd_relu_system():
+    x11, x12, x22 = sp.symbols("x11 x12 x22")
+    D = x12 ** 2 - x11 * x22
+    P11 = sp.Matrix([[-1 / x11, -x12 / (2 * x11)],
+                     [2 * x12 / (x11 * D), (2 * x12 ** 2 + 3 * x11 * x22) / (2 * x11 * D)]])
+    P12 = sp.Matrix([[0, 1], [-4 / D, -5 * x12 / D]])
+    P22 = P11.subs({x11: x22, x22: x11}, simultaneous=True)
+
+    def poly(e):
+        p = sp.Poly(sp.expand(e), x11, x12, x22)
+        return {m: Fraction(int(c.p), int(c.q)) for m, c in p.terms()}
+
+    def rf(e):
+        n, d = sp.fraction(sp.together(e))
+        return _RF(poly(n), poly(d))
+
+    return _System(((0, 0, 0), (0, 1, 0)),
+                   {k: tuple(tuple(rf(M[i, j]) for j in range(2)) for i in range(2))
+                    for k, M in (("x11", P11), ("x12", P12), ("x22", P22))})
+
+
+def test_ode_with_the_published_relu_pfaffian(tmp_path, monkeypatch):
+    monkeypatch.setenv("NTKHGM_CACHE_DIR", str(tmp_path))
+    ev = HGMEvaluator(lambda u: np.maximum(u, 0.0), _mathmd_relu_system())
+    a, b, c = _points(40, seed=11)
+    theta = np.arccos(np.clip(c / np.sqrt(a * b), -1, 1))
+    keep = (theta > 0) & (theta < np.pi)
+    # the ODE alone, on every non-degenerate point (not only where the series stops)
+    got = ev._ode(np.sqrt(a[keep]), np.sqrt(b[keep]), theta[keep])
+    exact = ntkhgm.dual("relu", a[keep], b[keep], c[keep], method="closed")
+    assert np.max(np.abs(got - exact) / (np.sqrt(a[keep] * b[keep]) / 2)) <= 1e-12
+
+
+# --- kernels ---------------------------------------------------------------------
+
+def _data_with_duplicates(seed=5):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((25, 4))
+    X[3] = X[7]                                # duplicate
+    # near-duplicate, 1 − ρ ≈ 1e-9; closer ones make the NTK itself ill-conditioned:
+    # σ' = Y gives D_σ' ∝ arccos ρ, which turns rounding ε in Λ into √ε
+    X[10] = X[11] + 1e-4 * rng.standard_normal(4)
+    X[12] = -X[13]                             # antipodal
+    X[14] = 0.0                                # zero row
+    return X
+
+
+@pytest.mark.parametrize("name", ["relu", "erf"])
+def test_kernel_hgm_matches_closed(name):
+    X = _data_with_duplicates()
+    for kind in ("ntk", "nngp"):
+        K = ntkhgm.kernel(X, activation=name, depth=3, kind=kind, method="hgm")
+        Kc = ntkhgm.kernel(X, activation=name, depth=3, kind=kind, method="closed")
+        assert np.max(np.abs(K - Kc) / np.abs(Kc).max()) <= 1e-10
+        assert np.array_equal(K, K.T)
+
+
+def test_sphere_data_uses_one_interpolant_and_stays_exact():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((40, 6))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    K = ntkhgm.kernel(X, activation="relu", depth=3, method="hgm")
+    Kc = ntkhgm.kernel(X, activation="relu", depth=3, method="closed")
+    assert np.max(np.abs(K - Kc) / np.abs(Kc).max()) <= 1e-12
+
+
+def test_auto_prefers_hgm_for_resin_and_gelu_falls_back():
+    from ntkhgm.duals import resolve_method
+
+    assert resolve_method("resin") == "hgm"
+    assert resolve_method("relu") == "closed"
+    assert resolve_method("gelu", npoints=10) in ("hgm", "quad")
