@@ -50,7 +50,7 @@ def run(sizes, activations, depth=3, d=10, seed=0):
                 methods = ["hgm", "gh"] + (["closed"] if act == "relu" else [])
                 results = {}
                 for m in methods:
-                    K, dt, peak = _timed(lambda m=m, X=X: ntkhgm.kernel(
+                    K, dt, peak = _timed(lambda m=m, X=X, act=act: ntkhgm.kernel(
                         X, activation=act, depth=depth, method=m))
                     results[m] = (K, dt, peak)
                 ref = results["closed"][0] if "closed" in results else results["hgm"][0]
