@@ -285,11 +285,75 @@ def parse_polynomial(text: str, variables: tuple[str, ...], *,
     return _normalize_coeffs(num)
 
 
+_COEF = re.compile(r"(\d+)(?:/(\d+))?")
+_FACTOR = re.compile(r"([a-z][a-z0-9]*)(?:\^(\d+))?")
+_FLAT = re.compile(r"[-+*/^a-z0-9]+")
+
+
+def _fast_poly(text: str, index: dict[str, int], limits: ExprLimits) -> SparsePoly | None:
+    """A flat canonical sum of terms (``format_polynomial`` output), or None to fall back."""
+    if not text or not _FLAT.fullmatch(text) or "--" in text or "+-" in text:
+        return None
+    out: SparsePoly = {}
+    n = len(index)
+    for term in re.split(r"(?=[-+])", text):
+        if not term:
+            continue
+        sign = 1
+        if term[0] in "+-":
+            sign = -1 if term[0] == "-" else 1
+            term = term[1:]
+        factors = term.split("*")
+        coef: Coeff = sign
+        m = _COEF.fullmatch(factors[0])
+        if m is not None:
+            if len(m.group(1)) > limits.max_digits or len(m.group(2) or "") > limits.max_digits:
+                return None
+            den = int(m.group(2)) if m.group(2) else 1
+            if den == 0:
+                return None
+            coef = Fraction(sign * int(m.group(1)), den) if den != 1 else sign * int(m.group(1))
+            factors = factors[1:]
+        mono = [0] * n
+        for f in factors:
+            fm = _FACTOR.fullmatch(f)
+            if fm is None or fm.group(1) not in index:
+                return None
+            e = int(fm.group(2)) if fm.group(2) else 1
+            if fm.group(2) and (len(fm.group(2)) > 4 or e > limits.max_exponent):
+                return None
+            mono[index[fm.group(1)]] += e
+        key = tuple(mono)
+        if sum(key) > limits.max_degree or key in out:
+            return None
+        if coef:
+            out[key] = coef
+        if len(out) > limits.max_terms:
+            return None
+    return out
+
+
 def parse_rational(text: str, variables: tuple[str, ...], *,
                    limits: ExprLimits = DEFAULT_LIMITS,
                    error: type[NtkhgmError] = PfaffianFileError,
                    what: str = "expression") -> tuple[SparsePoly, SparsePoly]:
-    """Parse a rational function into (numerator, denominator) sparse dicts (not reduced)."""
+    """Parse a rational function into (numerator, denominator) sparse dicts (not reduced).
+
+    Text in the canonical form ``P`` or ``(P)/(Q)`` of flat sums of terms takes a
+    fast path; anything else goes through the full recursive-descent parser.
+    """
+    if isinstance(text, str) and len(text) <= limits.max_length and text.isascii():
+        index = {v: i for i, v in enumerate(variables)}
+        if text.startswith("(") and text.endswith(")") and ")/(" in text:
+            head, _, tail = text[1:-1].partition(")/(")
+            num = _fast_poly(head, index, limits)
+            den = _fast_poly(tail, index, limits) if num is not None else None
+            if num is not None and den:
+                return num, den
+        else:
+            num = _fast_poly(text, index, limits)
+            if num is not None:
+                return num, {(0,) * len(variables): 1}
     num, den = _Parser(text, tuple(variables), True, limits, error, what).parse()
     if not den:
         raise error(f"{what}: zero denominator")
