@@ -61,3 +61,21 @@ def test_fuzz_only_typed_errors(text):
         parse_rational(text, V)
     except PfaffianFileError:
         pass
+
+
+_polys = st.dictionaries(
+    st.tuples(*[st.integers(0, 6)] * 3),
+    st.fractions(max_denominator=50).filter(lambda c: c != 0), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_polys, _polys.filter(bool))
+def test_canonical_fast_path_agrees_with_the_parser(num, den):
+    from ntkhgm.algebra.pfaffian import RationalFunction
+
+    text = RationalFunction(num, den).text()
+    n, d = parse_rational(text, V)
+    if den == {(0, 0, 0): 1}:
+        assert n == num and d == {(0, 0, 0): 1}
+    else:
+        assert n == num and d == den
