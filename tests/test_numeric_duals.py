@@ -75,7 +75,9 @@ def test_gauss_hermite_converges_for_smooth_sigma(name):
     errs = [np.max(np.abs(ntkhgm.dual(name, a, b, c, method="gh", degree=d) - exact))
             for d in (10, 25, 50, 100)]
     assert errs[-1] <= 1e-12
-    assert errs[0] > 1e-6 and errs[0] >= errs[1] >= errs[2]
+    assert errs[0] > 1e-8
+    # monotone down to round-off
+    assert all(e <= max(prev, 1e-15) for prev, e in zip(errs, errs[1:], strict=False))
 
 
 def test_gauss_hermite_converges_slowly_for_kinked_sigma():
