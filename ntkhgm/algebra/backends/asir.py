@@ -85,6 +85,12 @@ def _mono_text(m: tuple[int, int, int]) -> str:
     return "*".join(parts) if parts else "1"
 
 
+def _asir_list(items: list[str], per_line: int = 8) -> str:
+    """An Asir list literal split over lines (a pty line holds at most 4095 bytes)."""
+    chunks = [",".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
+    return "[" + ",\n".join(chunks) + "]"
+
+
 def _modp_eval(p: dict, pt) -> int:
     s = 0
     for (a, b, c), coef in p.items():
@@ -155,8 +161,8 @@ class AsirBackend(Backend):
     def pfaffian(self, annihilator: Annihilator,
                  progress: Callable[[str, float], None] | None = None) -> BackendResult:
         s = self.session()
-        terms = ",".join(f"[{_coeff(c)},{a},{b}]" for a, b, c in annihilator.terms)
-        out = s.run(f"ntkhgm_setup([{terms}])$")
+        terms = _asir_list([f"[{_coeff(c)},{a},{b}]" for a, b, c in annihilator.terms])
+        out = s.run(f"ntkhgm_setup({terms})$")
         timings = {k: float(v) for k, v in re.findall(r"@@TIME (\w+) ([\d.e+-]+)", out)}
         m = re.search(r"@@RANK (\d+)", out)
         if m is None:
@@ -168,7 +174,7 @@ class AsirBackend(Backend):
             progress("restriction", timings.get("restriction", 0.0))
             progress("groebner", timings.get("groebner", 0.0))
         basis = self._choose_basis(s, rank)
-        out = s.run(f"ntkhgm_pfaffian([{','.join(_mono_text(b) for b in basis)}])$")
+        out = s.run(f"ntkhgm_pfaffian({_asir_list([_mono_text(b) for b in basis])})$")
         timings.update({k: float(v) for k, v in re.findall(r"@@TIME (\w+) ([\d.e+-]+)", out)})
         ents = self._entries(out, "E", "Risa/Asir output")
         mats = {}
@@ -198,7 +204,7 @@ class AsirBackend(Backend):
         for deg in range(0, 4 * rank + 2):
             cands = sorted(((i, j, deg - i - j) for i in range(deg + 1)
                             for j in range(deg + 1 - i)), key=dkey)
-            out = s.run(f"ntkhgm_coords([{','.join(_mono_text(c) for c in cands)}])$")
+            out = s.run(f"ntkhgm_coords({_asir_list([_mono_text(c) for c in cands])})$")
             ents = self._entries(out, "C", "Risa/Asir output")
             added = False
             for ci, c in enumerate(cands):
