@@ -14,6 +14,8 @@ Pfaffian ODE takes over.
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from .quadrature import composite_rule, expect_1d
@@ -23,29 +25,36 @@ K_BINS = (8, 16, 32, 64, 128, 256)
 K_BINS_FAR = (512, 1024, 2048)
 
 
-def _rule(kmax: int, smax: float, n: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Composite Gauss–Legendre rule on [−Z, Z], split at 0, resolving He_kmax and f(s z)."""
-    width = min(1.0, 2 * np.pi / np.sqrt(2 * kmax + 1), 2 * np.pi / max(smax, 1e-300))
+@cache
+def _hermite_table(kmax: int, width: float, n: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes z and the table w(z)·φ(z)·He_k(z)/√(k!) (k = 0..kmax) of a composite rule.
+
+    Gauss–Legendre panels of ``width`` on [−Z, Z], split at 0; the normalised
+    Hermite polynomials come from their stable recurrence He_{k+1} = z He_k − k He_{k−1}.
+    """
     m = int(np.ceil(Z_SERIES / width))
     z, w = composite_rule(np.linspace(0.0, Z_SERIES, m + 1), n)
-    return np.concatenate([-z[::-1], z]), np.concatenate([w[::-1], w])
+    z, w = np.concatenate([-z[::-1], z]), np.concatenate([w[::-1], w])
+    q = np.empty((kmax + 1, z.size))
+    q[0] = w * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+    if kmax >= 1:
+        q[1] = z * q[0]
+    for k in range(1, kmax):
+        q[k + 1] = (z * q[k] - np.sqrt(k) * q[k - 1]) / np.sqrt(k + 1)
+    return z, q
 
 
 def hermite_coefficients(f, sa: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
     """h_n(sa²) for n = 0..kmax (shape (kmax+1, len(sa))) and the second moments E f(sa z)².
 
-    f must be smooth except at 0.  The normalised Hermite functions are built by
-    their stable three-term recurrence He_{n+1} = z He_n − n He_{n−1}.
+    f must be smooth except at 0.
     """
     sa = np.asarray(sa, dtype=float)
-    z, w = _rule(kmax, float(np.max(sa, initial=0.0)))
+    smax = float(np.max(sa, initial=0.0))
+    width = min(1.0, 2 * np.pi / np.sqrt(2 * kmax + 1), 2 * np.pi / max(smax, 1e-300))
+    width = 2.0 ** np.floor(np.log2(width))     # a few distinct rules, each tabulated once
+    z, q = _hermite_table(kmax, float(width))
     fz = f(sa[None, :] * z[:, None])                          # (Q, nvar)
-    q = np.empty((kmax + 1, z.size))
-    q[0] = w * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
-    if kmax >= 1:
-        q[1] = z * q[0]
-    for n in range(1, kmax):
-        q[n + 1] = (z * q[n] - np.sqrt(n) * q[n - 1]) / np.sqrt(n + 1)
     H = q @ fz
     second = expect_1d(lambda u: f(u) ** 2, sa)
     return H, np.atleast_1d(second)

@@ -17,9 +17,9 @@ kernel matrix):
    (|ρ| ≳ 0.985) use the reference quadrature.
 
 When every point has the same variances (data on a sphere), D depends on θ
-alone, and is analytic in θ = arccos ρ on [0, π]: one Chebyshev interpolant in
-θ, built from the steps above at a few nodes and checked between them, serves
-all points.
+alone and is analytic in θ = arccos ρ for |ρ| ≤ 0.9: one Chebyshev interpolant
+there, built from the steps above at a few nodes and checked between them,
+serves all those points; the rest are evaluated directly.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from .pfaffian_ode import PathEvaluator, RhoSystem, integrate_paths
 from .quadrature import expect_1d, expect_2d, expect_pair_1d
 
 DEFAULT_TOL = 1e-13
-CHEB_MAX_DEGREE = 256
+CHEB_RHO = 0.9
+# variances equal to this relative tolerance count as one (rows normalised in floating point)
+UNIFORM_RTOL = 1e-14
 
 
 def rho_system(system) -> RhoSystem:
@@ -128,10 +130,13 @@ class HGMEvaluator:
         rest = np.flatnonzero(~degenerate)
         if rest.size == 0:
             return out.reshape(shape)
-        vals, inv = np.unique(np.concatenate([sa[rest], sb[rest]]), return_inverse=True)
-        if vals.size == 1:
-            out[rest] = self._chebyshev(float(vals[0]), theta[rest])
+        both = np.concatenate([sa[rest], sb[rest]])
+        lo, hi = float(both.min()), float(both.max())
+        if hi - lo <= UNIFORM_RTOL * hi:
+            # one variance up to rounding (normalised data): D depends on θ alone
+            out[rest] = self._chebyshev(0.5 * (lo + hi), theta[rest])
         else:
+            vals, inv = np.unique(both, return_inverse=True)
             out[rest] = self._general(sa[rest], sb[rest], theta[rest], vals, inv)
         return out.reshape(shape)
 
@@ -174,22 +179,40 @@ class HGMEvaluator:
         return out
 
     def _chebyshev(self, s: float, theta: np.ndarray) -> np.ndarray:
-        """Uniform variances: Chebyshev interpolation of D(θ) on [0, π] (module docstring)."""
-        for degree in (32, 64, 128, CHEB_MAX_DEGREE):
-            nodes = np.pi / 2 * (1 - np.cos(np.pi * (np.arange(degree) + 0.5) / degree))
-            check = np.pi / 2 * (1 - np.cos(np.pi * (np.arange(degree - 1) + 1.0) / degree))
-            both = np.concatenate([nodes, check])
-            vals = self._general(np.full(both.size, s), np.full(both.size, s), both,
-                                 np.array([s]), np.zeros(2 * both.size, dtype=int))
-            coef = np.polynomial.chebyshev.chebfit(2 * nodes / np.pi - 1, vals[:degree], degree - 1)
-            approx = np.polynomial.chebyshev.chebval(2 * check / np.pi - 1, coef)
-            scale = float(np.max(np.abs(vals)))
-            if np.max(np.abs(approx - vals[degree:])) <= self.tol * max(scale, 1e-300):
-                return np.polynomial.chebyshev.chebval(2 * theta / np.pi - 1, coef)
-        # not analytic enough for a global interpolant: evaluate every point
-        n = theta.size
-        return self._general(np.full(n, s), np.full(n, s), theta, np.array([s]),
-                             np.zeros(2 * n, dtype=int))
+        """Uniform variances: D(θ) by one Chebyshev interpolant on |ρ| ≤ CHEB_RHO.
+
+        D is analytic in θ there (the singular points are at |ρ| = 1), so the
+        interpolant converges geometrically; it is checked between its nodes
+        and, failing that, every point is evaluated directly.  The few pairs
+        with |ρ| > CHEB_RHO are evaluated directly.
+        """
+        out = np.empty(theta.size)
+        lo = np.arccos(CHEB_RHO)
+        inner = (theta >= lo) & (theta <= np.pi - lo)
+        one = np.array([s])
+
+        def direct(th):
+            n = th.size
+            return self._general(np.full(n, s), np.full(n, s), th, one, np.zeros(2 * n, int))
+
+        done = False
+        for degree in (24, 48, 96):
+            x = np.cos(np.pi * (np.arange(degree) + 0.5) / degree)
+            xc = np.cos(np.pi * (np.arange(degree - 1) + 1.0) / degree)
+            th = np.pi / 2 + (np.pi / 2 - lo) * np.concatenate([x, xc])
+            vals = direct(th)
+            coef = np.polynomial.chebyshev.chebfit(x, vals[:degree], degree - 1)
+            approx = np.polynomial.chebyshev.chebval(xc, coef)
+            if np.max(np.abs(approx - vals[degree:])) <= self.tol * np.max(np.abs(vals)):
+                x_inner = (theta[inner] - np.pi / 2) / (np.pi / 2 - lo)
+                out[inner] = np.polynomial.chebyshev.chebval(x_inner, coef)
+                done = True
+                break
+        if not done:
+            out[inner] = direct(theta[inner])
+        if np.any(~inner):
+            out[~inner] = direct(theta[~inner])
+        return out
 
 
 def _second(f, sa):
