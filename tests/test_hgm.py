@@ -167,3 +167,13 @@ def test_auto_prefers_hgm_for_resin_and_gelu_falls_back():
     assert resolve_method("resin") == "hgm"
     assert resolve_method("relu") == "closed"
     assert resolve_method("gelu", npoints=10) in ("hgm", "quad")
+
+
+def test_path_failure_is_a_typed_error_naming_lambda(monkeypatch):
+    from ntkhgm.errors import IntegrationError
+    from ntkhgm.numeric import batched_rk
+
+    monkeypatch.setattr(batched_rk, "_run", lambda rhs, y0, idx, n: y0 * n)  # never converges
+    ev = HGMEvaluator(lambda u: np.maximum(u, 0.0), _mathmd_relu_system())
+    with pytest.raises(IntegrationError, match=r"Λ = \[\[2\.0"):
+        ev._ode(np.sqrt([2.0]), np.sqrt([3.0]), np.array([0.01]))

@@ -63,8 +63,10 @@ def integrate(rhs: RHS, y0: np.ndarray, *, tol: float, scale: np.ndarray | None 
             break
         if 2 * n > max_steps:
             i = int(todo[~ok][0])
-            raise IntegrationError(
+            exc = IntegrationError(
                 f"path integration did not reach tol={tol:g} in {n} steps "
-                f"(estimate {err[~ok][0]:.2e}) for path {i}")
+                f"(estimate {err[~ok][0]:.2e})")
+            exc.path = i
+            raise exc
         todo, coarse, n = todo[~ok], fine[~ok], 2 * n
     return out

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import IntegrationError
+from ..errors import IntegrationError, SingularityError
 from . import hermite_series as hs
 from .covariance import correlation
 from .pfaffian_ode import PathEvaluator, RhoSystem, integrate_paths
@@ -113,7 +113,12 @@ class HGMEvaluator:
         g0 = (2.0 ** j)[None, :] * mu[list(rs.p)][:, ia].T * mu[list(rs.q)][:, ib].T
         second = _second(self.f, vals)
         scale = np.maximum(np.sqrt(second[ia] * second[ib]), np.max(np.abs(g0), axis=1))
-        G = integrate_paths(PathEvaluator(rs, sa, sb), g0, theta, tol=self.tol, scale=scale)
+        try:
+            G = integrate_paths(PathEvaluator(rs, sa, sb), g0, theta, tol=self.tol, scale=scale)
+        except (IntegrationError, SingularityError) as exc:
+            i = getattr(exc, "path", 0)
+            c = sa[i] * sb[i] * np.cos(theta[i])
+            raise type(exc)(str(exc), float(sa[i] ** 2), float(sb[i] ** 2), float(c)) from None
         return G[:, 0]
 
     def __call__(self, a, b, c) -> np.ndarray:

@@ -224,9 +224,11 @@ def _check_rest(evaluator: PathEvaluator, theta_target: np.ndarray, samples: int
     bad = np.any(np.sign(vals) != np.sign(vals[:, :1]), axis=1) | np.any(vals == 0, axis=1)
     if np.any(bad):
         i = int(idx[bad][0])
-        raise SingularityError(
+        exc = SingularityError(
             f"the path from ρ = 0 to ρ = {np.cos(theta_target[i]):.17g} meets a singular "
             "point of the Pfaffian system")
+        exc.path = i
+        raise exc
 
 
 def rho_system_key(system) -> str:
