@@ -227,3 +227,26 @@ def test_cli_user_activation_with_sigma(isolated_cache, tmp_path):
     assert system.expression is not None
     assert sorted(p.name for p in isolated_cache.iterdir()) == ["sq.derivative.json", "sq.json"]
     assert check_pfaffian_numeric(system, n_points=1) < 1e-9
+
+
+@pytest.mark.parametrize("deriv, const", [(False, 2), (True, 1)])
+def test_restriction_ideal_contains_math_md_generators(backend, deriv, const):
+    """math.md §4: relu gives 2x11∂11 + x12∂12 + 2, …; relu' (the seed's) the same with + 1."""
+    from fractions import Fraction
+
+    from ntkhgm.algebra.weyl import Reducer, from_sparse
+
+    ann = parse_annihilator("u*du" if deriv else "u*du-1")
+    polys, _ = backend.groebner_basis(ann)
+    red = Reducer([from_sparse(g) for g in polys])
+    # exponents (x11, x12, x22, dx11, dx12, dx22)
+    gens = [
+        {(1, 0, 0, 1, 0, 0): 2, (0, 1, 0, 0, 1, 0): 1, (0, 0, 0, 0, 0, 0): const},
+        {(0, 1, 0, 0, 1, 0): 1, (0, 0, 1, 0, 0, 1): 2, (0, 0, 0, 0, 0, 0): const},
+        {(0, 0, 0, 1, 0, 1): 4, (0, 0, 0, 0, 2, 0): -1},
+    ]
+    for g in gens:
+        assert red.normal_form(from_sparse({m: Fraction(c) for m, c in g.items()})) == {}
+    # a wrong constant is not in the ideal
+    bad = {(1, 0, 0, 1, 0, 0): 2, (0, 1, 0, 0, 1, 0): 1, (0, 0, 0, 0, 0, 0): 3 - const}
+    assert red.normal_form(from_sparse({m: Fraction(c) for m, c in bad.items()})) != {}
