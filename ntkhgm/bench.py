@@ -43,6 +43,17 @@ POINTWISE = "hgm-pointwise"
 # ----------------------------------------------------------------------------- helpers
 
 
+def default_data() -> tuple[str, str]:
+    """The shipped split: ``data/`` in the working directory, else next to the package."""
+    if Path(DEFAULT_TRAIN).exists() and Path(DEFAULT_TEST).exists():
+        return DEFAULT_TRAIN, DEFAULT_TEST
+    root = Path(__file__).resolve().parent.parent
+    train, test = root / DEFAULT_TRAIN, root / DEFAULT_TEST
+    if train.exists() and test.exists():
+        return str(train), str(test)
+    return DEFAULT_TRAIN, DEFAULT_TEST  # the loader names the missing file
+
+
 def _noop(_: str) -> None:
     pass
 
@@ -73,7 +84,16 @@ def relative_rmse(pred: np.ndarray, truth: np.ndarray) -> float:
 def machine_info() -> dict:
     return {"python": platform.python_version(), "numpy": np.__version__,
             "machine": platform.machine(), "processor": platform.processor() or None,
-            "cpus": os.cpu_count(), "platform": platform.platform()}
+            "cpus": os.cpu_count(), "platform": platform.platform(),
+            "load_average_1_5_15min": _loadavg(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _json_ready(obj):
@@ -231,6 +251,7 @@ def run_paper(cfg: PaperConfig, status: Status = _noop) -> dict:
                         ("subsample", cfg.subsample, 1), ("pointwise", cfg.pointwise, 0)):
         if int(v) != v or v < lo:
             raise InputError(f"{name} must be an integer >= {lo}, got {v!r}")
+    load_start = _loadavg()
     tr, te = _load(cfg)
     rng = np.random.default_rng(cfg.seed)
     # the rows used: all, or (quick) a fixed seeded subset of each file
@@ -338,6 +359,7 @@ def run_paper(cfg: PaperConfig, status: Status = _noop) -> dict:
         warmup_s=warmup,
         full_kernel_differences=_pairwise(full, results),
         machine=machine_info(),
+        load_average_at_start=load_start,
         rows=rows,
     )
 

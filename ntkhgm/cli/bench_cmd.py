@@ -81,7 +81,7 @@ def paper_cmd(data, target, activation, depth, gh_degree, subsample, pointwise, 
     """
     from .. import bench as bm
 
-    train, test = data if data else (bm.DEFAULT_TRAIN, bm.DEFAULT_TEST)
+    train, test = data if data else bm.default_data()
     if target is None:
         if data:
             raise click.UsageError("--target is required with --data")
