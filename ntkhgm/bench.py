@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_text
-from .errors import InputError
+from .errors import InputError, SingularKernelError
 
 Status = Callable[[str], None]
 
@@ -285,11 +285,18 @@ def run_paper(cfg: PaperConfig, status: Status = _noop) -> dict:
 
     kw = dict(activation=act, depth=cfg.depth)
 
+    def solve(K, y):
+        """α, or None where K + λI is not positive definite (an inaccurate kernel can be)."""
+        try:
+            return solve_kernel_system(K, y, cfg.ridge)
+        except SingularKernelError:
+            return None
+
     def regress(method, opts, X1, y1, X2):
         K, t_k = _timed(lambda: kernel(X1, method=method, **kw, **opts))
-        alpha, t_fit = _timed(lambda: solve_kernel_system(K, y1, cfg.ridge))
+        alpha, t_fit = _timed(lambda: solve(K, y1))
         Kt, t_kt = _timed(lambda: kernel(X2, X1, method=method, **kw, **opts))
-        pred, t_pred = _timed(lambda: Kt @ alpha)
+        pred, t_pred = _timed(lambda: None if alpha is None else Kt @ alpha)
         return K, Kt, pred, (t_k, t_fit, t_kt, t_pred)
 
     results = {}
@@ -315,7 +322,7 @@ def run_paper(cfg: PaperConfig, status: Status = _noop) -> dict:
         status(f"reference: quad on {m} train × {m_te} test rows")
         (Kq, Ktq), t_ref = _timed(lambda: (kernel(Xtr[S], method="quad", **kw),
                                            kernel(Xte[T], Xtr[S], method="quad", **kw)))
-    pred_ref = Ktq @ solve_kernel_system(Kq, ytr[S], cfg.ridge)
+    pred_ref = Ktq @ solve_kernel_system(Kq, ytr[S], cfg.ridge)  # the reference must fit
 
     rows = []
     if not closed_ok:
@@ -327,7 +334,10 @@ def run_paper(cfg: PaperConfig, status: Status = _noop) -> dict:
     for label, r in results.items():
         t_k, t_fit, t_kt, t_pred = r["times"]
         emax, efro = kernel_errors([r["K_S"], r["Kt_TS"]], [Kq, Ktq])
-        alpha_S = solve_kernel_system(r["K_S"], ytr[S], cfg.ridge)
+        alpha_S = solve(r["K_S"], ytr[S])
+        notes = [f"K + λI not positive definite ({where}): no predictions"
+                 for where, bad in (("full size", not r["sub"] and r["pred"] is None),
+                                    ("subsample", alpha_S is None)) if bad]
         row = dict(method=label, dual_method=r["method"],
                    options=" ".join(f"{k}={v}" for k, v in r["opts"].items()),
                    n_train=n_pw if r["sub"] else ntr, n_test=n_pw_te if r["sub"] else nte,
@@ -337,15 +347,19 @@ def run_paper(cfg: PaperConfig, status: Status = _noop) -> dict:
                    kernel_max_rel_err=emax, kernel_rel_fro_err=efro,
                    pred_rel_rmse_vs_targets=(None if r["pred"] is None
                                              else relative_rmse(r["pred"], yte)),
-                   pred_rel_diff_vs_reference=relative_rmse(r["Kt_TS"] @ alpha_S, pred_ref))
+                   pred_rel_diff_vs_reference=(None if alpha_S is None else
+                                               relative_rmse(r["Kt_TS"] @ alpha_S, pred_ref)))
         if r["sub"]:
             # the kernel work grows with the number of dual evaluations (pairs)
             row["train_time_est_full_s"] = t_k * scale_pw + t_fit
             row["inference_time_est_full_s"] = t_kt * scale_pw_te + t_pred
             row["note"] = (f"timed on a {n_pw}-row train / {n_pw_te}-row test subsample; "
                            "full-size times extrapolated by the number of dual evaluations")
+        if notes:
+            row["note"] = "; ".join(([row["note"]] if "note" in row else []) + notes)
         rows.append(row)
-    full = [r for r in rows if r.get("timed_on") == "full"]
+    full = [r for r in rows if r.get("timed_on") == "full" and results[r["method"]]["pred"]
+            is not None]
     return dict(
         benchmark="paper",
         config=asdict(cfg),

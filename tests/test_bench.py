@@ -142,3 +142,22 @@ def test_accuracy_without_matplotlib(tmp_path, monkeypatch):
     assert 'pip install "ntkhgm[plot]"' in result.stderr
     assert (tmp_path / "bench_accuracy_relu.csv").exists()
     assert not (tmp_path / "bench_accuracy_relu.png").exists()
+
+
+def test_paper_kernel_not_positive_definite(tmp_path):
+    """A duplicated training row with ridge 0: the full-size fits fail, the run does not."""
+    lines = (DATA / "diabetes_train.csv").read_text().splitlines()
+    train = tmp_path / "dup_train.csv"
+    train.write_text("\n".join(lines[:21] + [lines[1]]) + "\n")
+    test = tmp_path / "test.csv"
+    test.write_text("\n".join((DATA / "diabetes_test.csv").read_text().splitlines()[:8]) + "\n")
+    out = tmp_path / "out"
+    result = invoke("bench", "paper", "--quick", "--data", train, test, "--target",
+                    "progression", "--ridge", "0", "--depth", "1", "--subsample", "3",
+                    "--pointwise", "4", "-o", out)
+    assert "not positive definite" in result.stdout
+    rows = {r["method"]: r for r in read_rows(out / "bench_paper.csv")}
+    for m in ("gh-25", "hgm all-at-once"):
+        assert "not positive definite" in rows[m]["note"]
+        assert rows[m]["pred_rel_rmse_vs_targets"] == ""
+        assert math.isfinite(num(rows[m]["kernel_max_rel_err"]))

@@ -141,6 +141,9 @@ def _print_paper(result: dict) -> None:
                 f"{_fmt(r['inference_time_s'])} s there; ~ = extrapolated to the full size by "
                 f"the number of dual evaluations. Its rel. RMSE vs y is NA "
                 f"(use --pointwise 0 to run it on all rows).")
+    for r in result["rows"]:
+        if r.get("timed_on") == "full" and r.get("note"):
+            console.print(f"{r['method']}: {r['note']}.")
     for note in (r.get("note") for r in result["rows"] if "train_time_s" not in r):
         console.print(f"closed: NA ({note}).")
 
