@@ -521,7 +521,7 @@ def plot_accuracy(result: dict, path: str | os.PathLike) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=110)
     styles = {"gh": ("o-", "C0", "Gauss–Hermite (degree)"),
               "hgm": ("s-", "C3", "HGM all-at-once (tol)"),
-              "closed": ("D", "C2", "closed form"), "quad": ("^", "C7", "quadrature (reference)")}
+              "closed": ("D", "C2", "closed form"), "quad": ("^", "C7", "quadrature")}
     for method, (fmt, color, label) in styles.items():
         rows = [r for r in result["rows"]
                 if r["method"] == method and r["max_rel_err"] is not None]
