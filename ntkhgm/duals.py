@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import Activation, get_activation
-from .errors import InvalidCovarianceError, MethodUnavailableError
+from .errors import InvalidCovarianceError, MethodUnavailableError, UnknownActivationError
 from .numeric import closed_forms
 from .numeric.gauss_hermite import gauss_hermite_dual
 from .numeric.quadrature import expect_2d, expect_pair_1d
@@ -55,7 +55,39 @@ def register_method(method: DualMethod) -> DualMethod:
 
 
 def as_activation(activation: str | Activation) -> Activation:
-    return activation if isinstance(activation, Activation) else get_activation(activation)
+    """A catalog activation, or a user activation made by ``ntkhgm pfaffian --name``."""
+    if isinstance(activation, Activation):
+        return activation
+    try:
+        return get_activation(activation)
+    except UnknownActivationError:
+        user = _user_activation(activation)
+        if user is None:
+            raise
+        return user
+
+
+def _user_activation(name: str) -> Activation | None:
+    """Rebuild a user activation from its cached Pfaffians' σ expressions (or None)."""
+    from .algebra.cache import load_pfaffian
+
+    sigma = load_pfaffian(name, False)
+    if sigma is None or sigma.function() is None:
+        return None
+    dsigma = load_pfaffian(name, True)
+    dfun = dsigma.function() if dsigma is not None else None
+
+    def missing(u):
+        raise MethodUnavailableError(
+            f"{name}: no σ' expression; create it with `ntkhgm pfaffian --name {name} "
+            "--derivative-annihilator ... --dsigma ...`")
+
+    return Activation(
+        name=name, formula=sigma.expression, sigma=sigma.function(),
+        dsigma=dfun if dfun is not None else missing,
+        annihilator=sigma.annihilator,
+        derivative_annihilator=dsigma.annihilator if dsigma is not None else None,
+        kink_at_zero=True)
 
 
 def validate_covariance(a, b, c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

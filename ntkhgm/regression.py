@@ -38,13 +38,16 @@ def _as_2d(X, name: str) -> np.ndarray:
 class KernelRegressor:
     """Kernel (ridge) regression with the NTK or NNGP of an infinitely wide network.
 
-    Parameters mirror :func:`ntkhgm.kernel`; ``ridge`` is λ ≥ 0.  After
+    Parameters mirror :func:`ntkhgm.kernel`; ``ridge`` is λ ≥ 0;
+    ``method_options`` go to the dual-activation method (``degree`` for gh,
+    ``tol`` for hgm).  After
     :meth:`fit`, ``alpha_`` holds (K + λI)^{-1} y and ``X_train_`` the training inputs.
     """
 
     def __init__(self, activation: str = "relu", depth: int = 1, ridge: float = 0.0, *,
                  kind: str = "ntk", convention: str = "arora", W_std: float = 1.0,
-                 b_std: float = 0.0, method: str = "auto"):
+                 b_std: float = 0.0, method: str = "auto",
+                 method_options: dict | None = None):
         self.activation = activation
         self.depth = depth
         self.ridge = ridge
@@ -53,11 +56,13 @@ class KernelRegressor:
         self.W_std = W_std
         self.b_std = b_std
         self.method = method
+        self.method_options = method_options
 
     def get_params(self) -> dict:
         """The constructor parameters (scikit-learn style)."""
         return {k: getattr(self, k) for k in ("activation", "depth", "ridge", "kind",
-                                              "convention", "W_std", "b_std", "method")}
+                                              "convention", "W_std", "b_std", "method",
+                                              "method_options")}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -66,7 +71,9 @@ class KernelRegressor:
     def _kernel(self, X1, X2=None, progress: Progress | None = None) -> np.ndarray:
         from .kernels import kernel
 
-        kw = {"progress": progress} if progress is not None else {}
+        kw = dict(self.method_options or {})
+        if progress is not None:
+            kw["progress"] = progress
         return kernel(X1, X2, activation=self.activation, depth=self.depth, kind=self.kind,
                       convention=self.convention, W_std=self.W_std, b_std=self.b_std,
                       method=self.method, **kw)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
-import sympy as sp
 
 from .covariance import correlation
 
@@ -28,6 +27,8 @@ def _arccos_kernel_J(n: int):
     The expression is built by sympy from the formula (not from user input) and
     simplified so that no division by sin θ remains.
     """
+    import sympy as sp  # only here: keeps `import ntkhgm` fast
+
     t = sp.symbols("t", real=True)
     expr = (sp.pi - t) / sp.sin(t)
     for _ in range(n):

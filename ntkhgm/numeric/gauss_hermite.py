@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
+from scipy.special import roots_hermite
 
 from .covariance import correlation
 
@@ -19,8 +20,12 @@ DEFAULT_DEGREE = 25
 
 @cache
 def hermgauss(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Physicists' Gauss–Hermite nodes and weights (weight e^{−t²})."""
-    return np.polynomial.hermite.hermgauss(n)
+    """Physicists' Gauss–Hermite nodes and weights (weight e^{−t²}).
+
+    scipy's Golub–Welsch/asymptotic rule stays finite at high degree, where
+    numpy's ``hermgauss`` returns NaN weights (above degree ~370).
+    """
+    return roots_hermite(n)
 
 
 def gauss_hermite_dual(f, a, b, c, *, degree: int = DEFAULT_DEGREE,
