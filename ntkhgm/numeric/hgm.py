@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import IntegrationError, SingularityError
 from . import hermite_series as hs
 from .covariance import correlation
-from .pfaffian_ode import PathEvaluator, RhoSystem, integrate_paths
+from .pfaffian_ode import PathEvaluator, RhoSystem, integrate_paths, pole_order_at_diagonal
 from .quadrature import expect_1d, expect_2d, expect_pair_1d
 
 DEFAULT_TOL = 1e-13
@@ -100,7 +100,16 @@ class HGMEvaluator:
         self.f = f
         self.system = system
         self.tol = tol
-        self.rs = rho_system(system)
+        # paths may approach |ρ| = 1 only where the pole there is simple (Fuchsian)
+        self.fuchsian = pole_order_at_diagonal(system) <= 1
+        self._rs = None
+
+    @property
+    def rs(self) -> RhoSystem:
+        """The exact (√a, √b, ρ) system, derived on first use (ODE paths only)."""
+        if self._rs is None:
+            self._rs = rho_system(self.system)
+        return self._rs
 
     def _ode(self, sa, sb, theta):
         """D at θ for each path, from the factorised values at c = 0 (step 3; math.md §5)."""
@@ -164,7 +173,7 @@ class HGMEvaluator:
         out = self._series(sa, sb, theta, vals, inv, hs.K_BINS)
         far = np.isnan(out)
         if np.any(far):
-            out[far] = (self._ode if self.rs.fuchsian else self._near_irregular)(
+            out[far] = (self._ode if self.fuchsian else self._near_irregular)(
                 sa[far], sb[far], theta[far])
         return out
 
