@@ -177,3 +177,18 @@ def test_path_failure_is_a_typed_error_naming_lambda(monkeypatch):
     ev = HGMEvaluator(lambda u: np.maximum(u, 0.0), _mathmd_relu_system())
     with pytest.raises(IntegrationError, match=r"Λ = \[\[2\.0"):
         ev._ode(np.sqrt([2.0]), np.sqrt([3.0]), np.array([0.01]))
+
+
+def test_path_through_a_singular_point_is_a_typed_error(tmp_path, monkeypatch):
+    """A system whose coefficients have a pole at x12 = 1 inside the cone."""
+    from ntkhgm.errors import SingularityError
+
+    monkeypatch.setenv("NTKHGM_CACHE_DIR", str(tmp_path))
+    one = {(0, 0, 0): Fraction(1)}
+    zero = _RF({}, one)
+    pole = _RF(one, {(0, 1, 0): Fraction(1), (0, 0, 0): Fraction(-1)})   # 1/(x12 − 1)
+    system = _System(((0, 0, 0),), {"x11": ((zero,),), "x12": ((pole,),), "x22": ((zero,),)})
+    ev = HGMEvaluator(lambda u: np.maximum(u, 0.0), system)
+    # a = b = 1: x12 = ρ/(2(1 − ρ²)) crosses 1 at ρ ≈ 0.78
+    with pytest.raises(SingularityError, match=r"singular point.*Λ = \[\[1\.0"):
+        ev._ode(np.array([1.0]), np.array([1.0]), np.array([np.arccos(0.95)]))
