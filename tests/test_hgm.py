@@ -35,17 +35,9 @@ def _scale(name, derivative, a, b):
                    * second_moment(name, b, derivative=derivative, method="quad"))
 
 
-_ODE_GAP = pytest.mark.xfail(
-    strict=True,
-    reason="measured 2e-10..3e-9 (scale-relative) at |ρ| ≥ 0.999999 with large variances: "
-           "these systems have a singular point just beyond ρ = ±1 (e.g. erf at "
-           "ρ² = (1+2a)(1+2b)/(4ab)); open in issue 4. auto uses their closed forms.")
-
-
 @pytest.mark.parametrize("name, derivative", [
     ("relu", False), ("relu", True), ("relu2", False), ("relu2", True), ("normcdf", False),
-    ("normcdf", True), ("erf", False), pytest.param("erf", True, marks=_ODE_GAP),
-    pytest.param("sin", False, marks=_ODE_GAP), pytest.param("sin", True, marks=_ODE_GAP)])
+    ("normcdf", True), ("erf", False), ("erf", True), ("sin", False), ("sin", True)])
 def test_hgm_matches_closed_forms(name, derivative):
     a, b, c = _points()
     got = ntkhgm.dual(name, a, b, c, derivative=derivative, method="hgm")

@@ -60,9 +60,18 @@ def hermite_coefficients(f, sa: np.ndarray, kmax: int) -> tuple[np.ndarray, np.n
     return H, np.atleast_1d(second)
 
 
+TAIL_FLOOR = 1e-15
+
+
 def tail_norms(H: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """T_K = E f² − Σ_{n≤K} h_n² for K = 0..kmax (shape like H), floored at 0."""
-    return np.maximum(second[None, :] - np.cumsum(H * H, axis=0), 0.0)
+    """T_K = E f² − Σ_{n≤K} h_n² for K = 0..kmax (shape like H).
+
+    The difference is known only to the rounding of E f², so it is floored at
+    TAIL_FLOOR·E f², not at 0: a tail computed as 0 on one side must not make
+    the bound √(T_K(a) T_K(b)) vanish while the other side's tail is large.
+    """
+    return np.maximum(second[None, :] - np.cumsum(H * H, axis=0),
+                      TAIL_FLOOR * second[None, :])
 
 
 def terms_needed(rho: np.ndarray, tail_a: np.ndarray, tail_b: np.ndarray, scale: np.ndarray,
@@ -82,13 +91,15 @@ def terms_needed(rho: np.ndarray, tail_a: np.ndarray, tail_b: np.ndarray, scale:
 
 
 def series_sum(H: np.ndarray, ia: np.ndarray, ib: np.ndarray, rho: np.ndarray, k: int,
-               chunk: int = 1 << 16) -> np.ndarray:
-    """Σ_{n≤k} ρⁿ h_n(a) h_n(b) by Horner, vectorised over pairs (ia, ib index H's columns)."""
+               chunk: int = 1 << 16, H2: np.ndarray | None = None) -> np.ndarray:
+    """Σ_{n≤k} ρⁿ h_n(a) g_n(b) by Horner, vectorised over pairs (ia, ib index the columns
+    of H and of H2, the coefficients of the second function; default H2 = H)."""
+    H2 = H if H2 is None else H2
     out = np.empty(rho.size)
     for lo in range(0, rho.size, chunk):
         sl = slice(lo, lo + chunk)
         r, i, j = rho[sl], ia[sl], ib[sl]
-        Hi, Hj = H[: k + 1, i], H[: k + 1, j]
+        Hi, Hj = H[: k + 1, i], H2[: k + 1, j]
         acc = Hi[k] * Hj[k]
         for n in range(k - 1, -1, -1):
             acc *= r

@@ -34,6 +34,7 @@ from .quadrature import expect_1d, expect_2d, expect_pair_1d
 
 DEFAULT_TOL = 1e-13
 CHEB_RHO = 0.9
+RHO_START = 0.9
 # variances equal to this relative tolerance count as one (rows normalised in floating point)
 UNIFORM_RTOL = 1e-14
 
@@ -112,23 +113,60 @@ class HGMEvaluator:
         return self._rs
 
     def _ode(self, sa, sb, theta):
-        """D at θ for each path, from the factorised values at c = 0 (step 3; math.md §5)."""
+        """D at θ for each path (step 3).
+
+        Paths start at |ρ| = RHO_START, where the Mehler series gives every
+        component G̃_s to absolute accuracy (it is a series for the moment
+        E[u^p f(u) v^q f(v)] too), or, where that series is not accurate enough,
+        at c = 0 from the factorised 1-D moments (math.md §5).  Starting late
+        matters for σ of large variance (sin, erf): their moments at c = 0 are
+        exponentially small, known only to absolute accuracy, and the ODE
+        multiplies their relative error by the growth e^{√(ab)}.
+        """
         rs = self.rs
-        pmax = max(max(rs.p), max(rs.q))
-        vals, inv = np.unique(np.concatenate([sa, sb]), return_inverse=True)
-        mu = _moments(self.f, vals, pmax)
-        ia, ib = inv[: sa.size], inv[sa.size:]
         j = np.array([m[1] for m in self.system.std_monomials])
-        g0 = (2.0 ** j)[None, :] * mu[list(rs.p)][:, ia].T * mu[list(rs.q)][:, ib].T
+        vals, inv = np.unique(np.concatenate([sa, sb]), return_inverse=True)
+        ia, ib = inv[: sa.size], inv[sa.size:]
         second = _second(self.f, vals)
-        scale = np.maximum(np.sqrt(second[ia] * second[ib]), np.max(np.abs(g0), axis=1))
+        scale = np.sqrt(second[ia] * second[ib])
+        rho_start = np.where(np.cos(theta) < 0, -RHO_START, RHO_START)
+        g, ok = self._moment_series(vals, ia, ib, rho_start, scale)
+        theta_start = np.arccos(rho_start)
+        if not np.all(ok):
+            mu = _moments(self.f, vals, max(max(rs.p), max(rs.q)))
+            g0 = (2.0 ** j)[None, :] * mu[list(rs.p)][:, ia].T * mu[list(rs.q)][:, ib].T
+            g[~ok] = g0[~ok]
+            theta_start[~ok] = 0.5 * np.pi
+        scale = np.maximum(scale, np.max(np.abs(g), axis=1))
         try:
-            G = integrate_paths(PathEvaluator(rs, sa, sb), g0, theta, tol=self.tol, scale=scale)
+            G = integrate_paths(PathEvaluator(rs, sa, sb), g, theta, tol=self.tol, scale=scale,
+                                theta_start=theta_start)
         except (IntegrationError, SingularityError) as exc:
             i = getattr(exc, "path", 0)
             c = sa[i] * sb[i] * np.cos(theta[i])
             raise type(exc)(str(exc), float(sa[i] ** 2), float(sb[i] ** 2), float(c)) from None
         return G[:, 0]
+
+    def _moment_series(self, vals, ia, ib, rho, scale, kmax: int = 512):
+        """G̃_s = 2^j Σ_n ρⁿ h_n^(p)(a) h_n^(q)(b) with h^(p) the Hermite coefficients of
+        z^p f(√a z); and a mask of the paths whose truncation bound meets the tolerance."""
+        rs = self.rs
+        coef, tails = {}, {}
+        for p in sorted(set(rs.p) | set(rs.q)):
+            H, sec = hs.hermite_coefficients(lambda u, p=p: u ** p * self.f(u), vals, kmax)
+            norm = np.where(vals > 0, vals, 1.0) ** p
+            coef[p] = H / norm
+            tails[p] = hs.tail_norms(coef[p], sec / norm ** 2)[-1]
+        j = [m[1] for m in self.system.std_monomials]
+        g = np.empty((ia.size, rs.rank))
+        ok = np.ones(ia.size, dtype=bool)
+        absr = np.abs(rho)
+        for k, (p, q) in enumerate(zip(rs.p, rs.q, strict=True)):
+            g[:, k] = 2.0 ** j[k] * hs.series_sum(coef[p], ia, ib, rho, kmax, H2=coef[q])
+            with np.errstate(under="ignore"):
+                bound = absr ** (kmax + 1) * np.sqrt(tails[p][ia] * tails[q][ib])
+            ok &= bound <= 0.1 * self.tol * scale
+        return g, ok
 
     def __call__(self, a, b, c) -> np.ndarray:
         a, b, c = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (a, b, c)))

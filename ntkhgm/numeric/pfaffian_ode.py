@@ -187,20 +187,26 @@ class PathEvaluator:
 
 
 def integrate_paths(evaluator: PathEvaluator, g0: np.ndarray, theta_target: np.ndarray, *,
-                    tol: float = 1e-13, scale: np.ndarray | None = None) -> np.ndarray:
-    """G̃ at θ_target for every path, from G̃ = g0 at θ = π/2 (module docstring)."""
+                    tol: float = 1e-13, scale: np.ndarray | None = None,
+                    theta_start: np.ndarray | None = None) -> np.ndarray:
+    """G̃ at θ_target for every path, from G̃ = g0 at θ_start (default π/2: c = 0).
+
+    θ_start must lie between π/2 and θ_target (module docstring).
+    """
     half_pi = 0.5 * np.pi
     upper = theta_target > half_pi
     # distance to the singular end the path approaches (0 or π)
     end_dist = np.where(upper, np.pi - theta_target, theta_target)
     if np.any(end_dist <= 0):
         raise SingularityError("path ends on the singular locus |ρ| = 1")
-    log_ratio = np.log(end_dist / half_pi)
+    start_dist = (np.full(theta_target.shape, half_pi) if theta_start is None
+                  else np.where(upper, np.pi - theta_start, theta_start))
+    log_ratio = np.log(end_dist / start_dist)
     sign = np.where(upper, -1.0, 1.0)
     _check_rest(evaluator, theta_target)
 
     def rhs(tau, y, idx):
-        dist = half_pi * np.exp(tau * log_ratio[idx])
+        dist = start_dist[idx] * np.exp(tau * log_ratio[idx])
         theta = np.where(upper[idx], np.pi - dist, dist)
         dtheta = sign[idx] * dist * log_ratio[idx]
         M = evaluator.matrix(theta, idx)
