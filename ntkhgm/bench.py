@@ -134,8 +134,8 @@ def write_rows_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]
 def gh_degree_problem(degree: int) -> str | None:
     """Why the Gauss–Hermite rule of this degree cannot be used, or None.
 
-    numpy's ``hermgauss`` (which :mod:`ntkhgm.numeric.gauss_hermite` uses)
-    returns NaN weights above degree ~370; a kernel would then fail deep inside.
+    A rule with non-finite nodes or weights would make a kernel fail deep inside
+    (numpy's ``hermgauss`` did above degree ~370; ntkhgm now uses scipy's).
     """
     import warnings
 
@@ -147,7 +147,7 @@ def gh_degree_problem(degree: int) -> str | None:
     if np.all(np.isfinite(t)) and np.all(np.isfinite(w)):
         return None
     return (f"the Gauss–Hermite rule of degree {degree} has non-finite weights "
-            "(numpy.polynomial.hermite.hermgauss)")
+            "(scipy.special.roots_hermite)")
 
 
 # ----------------------------------------------------------------------------- hgm per point

@@ -89,11 +89,11 @@ def test_paper_user_errors(tmp_path):
                                "--quick", "-o", str(tmp_path)])
     assert r.exit_code == 2 and r.stderr.startswith("ntkhgm: error: "), r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-    r = runner().invoke(main, ["bench", "paper", "--quick", "--gh-degree", "400",
+    r = runner().invoke(main, ["bench", "paper", "--quick", "--gh-degree", "0",
                                "--data", str(DATA / "diabetes_train.csv"),
                                str(DATA / "diabetes_test.csv"), "--target", "progression",
                                "-o", str(tmp_path)])
-    assert r.exit_code == 2 and "degree 400" in r.stderr, r.stderr
+    assert r.exit_code == 2 and "degree" in r.stderr, r.stderr
     assert not list(tmp_path.iterdir())
 
 

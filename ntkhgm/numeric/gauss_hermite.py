@@ -13,6 +13,7 @@ from functools import cache
 import numpy as np
 from scipy.special import roots_hermite
 
+from ..errors import InputError
 from .covariance import correlation
 
 DEFAULT_DEGREE = 25
@@ -36,8 +37,8 @@ def gauss_hermite_dual(f, a, b, c, *, degree: int = DEFAULT_DEGREE,
     s = √(1 − ρ²)), which stays finite for degenerate Λ.  Vectorised over the
     points in chunks of ``chunk_entries`` evaluations of f.
     """
-    if degree < 1:
-        raise ValueError(f"Gauss–Hermite degree must be ≥ 1, got {degree}")
+    if int(degree) != degree or degree < 1:
+        raise InputError(f"Gauss–Hermite degree must be an integer ≥ 1, got {degree!r}")
     a, b, c = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (a, b, c)))
     shape = a.shape
     a, b, c = a.ravel(), b.ravel(), c.ravel()
