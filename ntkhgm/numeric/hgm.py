@@ -28,9 +28,8 @@ import numpy as np
 
 from ..errors import IntegrationError, SingularityError
 from . import hermite_series as hs
-from .covariance import correlation
 from .pfaffian_ode import PathEvaluator, RhoSystem, integrate_paths, pole_order_at_diagonal
-from .quadrature import expect_1d, expect_2d, expect_pair_1d
+from .quadrature import degenerate_first, expect_1d, expect_2d
 
 DEFAULT_TOL = 1e-13
 CHEB_RHO = 0.9
@@ -169,17 +168,9 @@ class HGMEvaluator:
         return g, ok
 
     def __call__(self, a, b, c) -> np.ndarray:
-        a, b, c = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (a, b, c)))
-        shape = a.shape
-        a, b, c = a.ravel(), b.ravel(), c.ravel()
-        sa, sb = np.sqrt(a), np.sqrt(b)
-        _, _, _, theta, degenerate = correlation(a, b, c)
-        out = np.empty(a.size)
-        if np.any(degenerate):
-            d = degenerate
-            sign = np.where(c[d] < 0, -1.0, 1.0)
-            out[d] = expect_pair_1d(self.f, self.f, sa[d], sb[d] * sign)
-        rest = np.flatnonzero(~degenerate)
+        out, shape, (a, b, c), cor = degenerate_first(self.f, self.f, a, b, c)
+        sa, sb, theta = np.sqrt(a), np.sqrt(b), cor.theta
+        rest = np.flatnonzero(~cor.degenerate)
         if rest.size == 0:
             return out.reshape(shape)
         both = np.concatenate([sa[rest], sb[rest]])

@@ -86,6 +86,25 @@ def expect_pair_1d(f, g, sa, sb, *, n: int = 16) -> np.ndarray:
     return np.einsum("...q,...q,q->...", f(sa[..., None] * z), g(sb[..., None] * z), w)
 
 
+def degenerate_first(f, g, a, b, c):
+    """Flatten (a, b, c) and fill the degenerate pairs with the 1-D integral.
+
+    Returns (out, shape, (a, b, c) flattened, correlation coordinates); ``out``
+    holds E[f(u) g(v)] where Λ is degenerate (u = √a z, v = ±√b z: one
+    Gaussian variable) and is to be filled elsewhere by the caller.
+    """
+    a, b, c = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (a, b, c)))
+    shape = a.shape
+    a, b, c = a.ravel(), b.ravel(), c.ravel()
+    cor = correlation(a, b, c)
+    out = np.empty(a.shape)
+    d = cor.degenerate
+    if np.any(d):
+        sign = np.where(c[d] < 0, -1.0, 1.0)
+        out[d] = expect_pair_1d(f, g, np.sqrt(a[d]), np.sqrt(b[d]) * sign)
+    return out, shape, (a, b, c), cor
+
+
 def _inner_rule(n: int, pieces: int) -> tuple[np.ndarray, np.ndarray]:
     """Composite rule on [0, 1]: ``pieces`` equal panels, graded geometrically towards 0.
 
@@ -131,18 +150,9 @@ def expect_2d(f, g, a, b, c, *, rtol: float = 1e-11, check: bool = True) -> np.n
     difference is the coarse rule's error; the fine rule's is typically
     orders of magnitude smaller (~1e-15 on the test suite's references).
     """
-    a, b, c = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (a, b, c)))
-    shape = a.shape
-    a, b, c = a.ravel(), b.ravel(), c.ravel()
-    sa, sb = np.sqrt(a), np.sqrt(b)
-    _, rho, s, _, degenerate = correlation(a, b, c)
-    out = np.empty(a.shape)
-    if np.any(degenerate):
-        d = degenerate
-        # u = √a z, v = ±√b z (or 0): one Gaussian variable
-        sign = np.where(rho[d] < 0, -1.0, 1.0)
-        out[d] = expect_pair_1d(f, g, sa[d], sb[d] * sign)
-    nd = ~degenerate
+    out, shape, (a, b, c), cor = degenerate_first(f, g, a, b, c)
+    sa, sb, rho, s = np.sqrt(a), np.sqrt(b), cor.rho, cor.s
+    nd = ~cor.degenerate
     if np.any(nd):
         fine = _expect_2d_once(f, g, sa[nd], sb[nd], rho[nd], s[nd],
                                n_outer=16, n_inner=16, inner_pieces=32)
