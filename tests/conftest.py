@@ -47,3 +47,11 @@ def relu_ntk_reference(X1, X2, depth):
         dot = (np.pi - th) / np.pi  # Σ(x, x) = ‖x‖² in every layer for ReLU
         theta_ntk = sig + theta_ntk * dot
     return theta_ntk
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """An empty user Pfaffian cache for one test."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("NTKHGM_CACHE_DIR", str(d))
+    return d

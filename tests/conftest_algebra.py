@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import sympy
 
 from ntkhgm.algebra.pfaffian import PfaffianSystem, RationalFunction
@@ -35,3 +37,16 @@ def assert_matches_relu_reference(system: PfaffianSystem) -> None:
             for b in range(2):
                 assert sympy.cancel(to_sympy(system.matrices[k][a][b]) - ref[k][a][b]) == 0, \
                     (k, a, b)
+
+
+def pid_dead(pid: int) -> bool:
+    """True when the process is gone or a zombie (for CAS session tests)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] == "Z"
+    except FileNotFoundError:
+        return True

@@ -8,13 +8,12 @@ same dual values).
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 
 import numpy as np
 import pytest
-from conftest_algebra import assert_matches_relu_reference
+from conftest_algebra import assert_matches_relu_reference, pid_dead
 
 from ntkhgm.algebra import cache
 from ntkhgm.algebra.backends.asir import AsirBackend, find_asir, find_contrib
@@ -32,17 +31,6 @@ if find_contrib() is None:
 pytestmark = pytest.mark.asir
 
 
-def pid_dead(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] == "Z"
-    except FileNotFoundError:
-        return True
-
 
 @pytest.fixture(scope="module")
 def asir():
@@ -53,12 +41,6 @@ def asir():
     if pid:
         assert pid_dead(pid)
 
-
-@pytest.fixture
-def isolated_cache(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("NTKHGM_CACHE_DIR", str(d))
-    return d
 
 
 def test_relu_matches_math_md(asir, isolated_cache):

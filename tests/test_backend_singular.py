@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest_algebra import assert_matches_relu_reference
+from conftest_algebra import assert_matches_relu_reference, pid_dead
 
 from ntkhgm.algebra import cache
 from ntkhgm.algebra.annihilator import parse_annihilator
@@ -41,19 +41,6 @@ if find_singular() is None:
                 allow_module_level=True)
 
 
-def pid_dead(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # a zombie is dead too
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 @pytest.fixture(scope="module")
 def backend():
     be = SingularBackend()
@@ -63,12 +50,6 @@ def backend():
     if pid:
         assert pid_dead(pid)
 
-
-@pytest.fixture
-def isolated_cache(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("NTKHGM_CACHE_DIR", str(d))
-    return d
 
 
 def test_relu_matches_math_md(backend, isolated_cache):

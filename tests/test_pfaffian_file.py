@@ -30,11 +30,6 @@ from ntkhgm.errors import BackendCrashError, BackendError, PfaffianFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "data" / "pfaffians"
-@pytest.fixture
-def isolated_cache(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("NTKHGM_CACHE_DIR", str(d))
-    return d
 
 
 def relu_text() -> str:
