@@ -50,3 +50,12 @@ def pid_dead(pid: int) -> bool:
             return fh.read().split()[2] == "Z"
     except FileNotFoundError:
         return True
+
+
+def closing_backend(backend):
+    """Fixture body: yield the backend, then close it and check its CAS process is gone."""
+    yield backend
+    pid = backend._session.pid if backend._session else None
+    backend.close()
+    if pid:
+        assert pid_dead(pid)

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest_algebra import assert_matches_relu_reference, pid_dead
+from conftest_algebra import assert_matches_relu_reference, closing_backend, pid_dead
 
 from ntkhgm.algebra import cache
 from ntkhgm.algebra.backends.asir import AsirBackend, find_asir, find_contrib
@@ -34,12 +34,7 @@ pytestmark = pytest.mark.asir
 
 @pytest.fixture(scope="module")
 def asir():
-    be = AsirBackend()
-    yield be
-    pid = be._session.pid if be._session else None
-    be.close()
-    if pid:
-        assert pid_dead(pid)
+    yield from closing_backend(AsirBackend())
 
 
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest_algebra import assert_matches_relu_reference, pid_dead
+from conftest_algebra import assert_matches_relu_reference, closing_backend, pid_dead
 
 from ntkhgm.algebra import cache
 from ntkhgm.algebra.annihilator import parse_annihilator
@@ -43,12 +43,7 @@ if find_singular() is None:
 
 @pytest.fixture(scope="module")
 def backend():
-    be = SingularBackend()
-    yield be
-    pid = be._session.pid if be._session else None
-    be.close()
-    if pid:
-        assert pid_dead(pid)
+    yield from closing_backend(SingularBackend())
 
 
 

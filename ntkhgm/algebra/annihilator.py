@@ -21,6 +21,7 @@ from fractions import Fraction
 from math import comb, perm
 
 from ..errors import AnnihilatorSyntaxError
+from ._tokens import TokenCursor
 
 __all__ = ["Annihilator", "parse_annihilator", "MAX_LENGTH", "MAX_DEPTH", "MAX_EXPONENT",
            "MAX_ORDER"]
@@ -121,7 +122,7 @@ class Annihilator:
         return total
 
 
-class _AnnParser:
+class _AnnParser(TokenCursor):
     def __init__(self, text: str):
         self.text = text
         self.toks: list[tuple[str, str, int]] = []
@@ -154,14 +155,6 @@ class _AnnParser:
         if pos is None:
             pos = self.toks[self.i][2]
         raise AnnihilatorSyntaxError(f"annihilator {_show(self.text)}: {msg} at position {pos}")
-
-    def peek(self):
-        return self.toks[self.i]
-
-    def take(self):
-        t = self.toks[self.i]
-        self.i += 1
-        return t
 
     def check(self, p: WeylTerms, pos: int) -> WeylTerms:
         if len(p) > MAX_TERMS:

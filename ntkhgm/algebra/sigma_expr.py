@@ -30,6 +30,7 @@ import numpy as np
 from scipy import special
 
 from ..errors import InputError
+from ._tokens import TokenCursor
 from .annihilator import Annihilator
 
 __all__ = ["SigmaExpression", "parse_sigma", "SigmaSyntaxError", "check_annihilates"]
@@ -78,7 +79,7 @@ def _fail(text: str, msg: str, pos: int):
     raise SigmaSyntaxError(f"expression {ascii(shown)}: {msg} at position {pos}")
 
 
-class _Parser:
+class _Parser(TokenCursor):
     def __init__(self, text: str):
         self.text = text
         self.toks: list[tuple[str, str, int]] = []
@@ -102,14 +103,6 @@ class _Parser:
         self.toks.append(("end", "", len(text)))
         self.i = 0
         self.nodes = 0
-
-    def peek(self):
-        return self.toks[self.i]
-
-    def take(self):
-        t = self.toks[self.i]
-        self.i += 1
-        return t
 
     def node(self, n: Node, pos: int) -> Node:
         self.nodes += 1
