@@ -41,27 +41,44 @@ def _run(rhs: RHS, y0: np.ndarray, idx: np.ndarray, nsteps: int) -> np.ndarray:
 
 
 def integrate(rhs: RHS, y0: np.ndarray, *, tol: float, scale: np.ndarray | None = None,
-              start_steps: int = 16, max_steps: int = 4096) -> np.ndarray:
+              weights: np.ndarray | None = None, start_steps: int = 16,
+              max_steps: int = 4096, strict: bool = True) -> np.ndarray:
     """y(1) for every path; ``y0`` has shape (paths, r).
 
-    The error estimate |y_n − y_{n/2}| of each path, divided by ``scale`` (per
-    path; default max(1, |y|)), must fall below ``tol``; otherwise the path is
-    rerun with doubled n, up to ``max_steps`` (then IntegrationError).
+    The error estimate max_i w_i |y_n − y_{n/2}|_i of each path (``weights`` w,
+    shape like y0, default 1), divided by ``scale`` (per path; default max|y|),
+    must fall below ``tol``; otherwise the path is rerun with doubled n, up to
+    ``max_steps``, or until the estimate stops falling (a rounding floor).  A
+    path that misses the tolerance raises IntegrationError, or with
+    ``strict=False`` is returned as NaN for the caller to evaluate otherwise.
     """
     paths = y0.shape[0]
     out = np.empty_like(y0)
     todo = np.arange(paths)
     coarse = _run(rhs, y0, todo, start_steps // 2)
     n = start_steps
+    last = np.full(paths, np.inf)
     while todo.size:
         fine = _run(rhs, y0[todo], todo, n)
-        ref = np.max(np.abs(fine), axis=1) if scale is None else scale[todo]
-        err = np.max(np.abs(fine - coarse), axis=1) / np.maximum(ref, 1e-300)
+        w = 1.0 if weights is None else weights[todo]
+        ref = np.max(np.abs(fine) * w, axis=1) if scale is None else scale[todo]
+        diff = np.abs(fine - coarse) * w
+        err = np.max(diff, axis=1) / np.maximum(ref, 1e-300)
         ok = err <= tol
         out[todo[ok]] = fine[ok]
         if np.all(ok):
             break
+        stalled = (n >= 512) & (err > 0.5 * last[todo])
+        last[todo] = err
+        if not strict and np.any(stalled & ~ok):
+            out[todo[stalled & ~ok]] = np.nan
+            ok |= stalled
+        if np.all(ok):
+            break
         if 2 * n > max_steps:
+            if not strict:
+                out[todo[~ok]] = np.nan
+                break
             i = int(todo[~ok][0])
             exc = IntegrationError(
                 f"path integration did not reach tol={tol:g} in {n} steps "

@@ -1,25 +1,34 @@
-"""The holonomic gradient method for dual activations, all points at once.
+"""Dual activations from a Pfaffian system and its series, all points at once.
 
 For arrays (a, b, c) the evaluator splits the points by what serves them best
 and shares all per-variance work (variances repeat across the pairs of a
-kernel matrix):
+kernel matrix).  Three modes (the methods ``series``, ``hgm`` and the region
+split that ``auto`` uses, :mod:`ntkhgm.duals`):
 
 1. degenerate Λ (a = 0, b = 0 or |ρ| = 1: kernel diagonals, duplicate rows):
-   the 1-D integral E_z[f(√a z) f(±√b z)];
-2. |ρ| small enough that the Mehler series (math.md §8, :mod:`.hermite_series`)
-   reaches the tolerance within 256 terms: Horner sums of per-variance
-   Hermite coefficients;
-3. the rest (|ρ| → 1): the Pfaffian ODE (math.md §4) in the (a, b, θ)
-   coordinates of :mod:`.pfaffian_ode`, from the factorised initial values on
-   c = 0 (math.md §5), every path in one batched integration — where the
-   system's singular point at |ρ| = 1 is regular.  Where it is irregular
-   (ReSin), the series is continued to 2048 terms and the last few pairs
-   (|ρ| ≳ 0.985) use the reference quadrature.
+   the 1-D integral E_z[f(√a z) f(±√b z)] (every mode);
+2. ``series``: the Mehler series (docs/math.md §8, :mod:`.hermite_series`)
+   with a rigorous per-pair truncation bound, up to 2048 terms;
+3. ``hgm``: the Pfaffian system integrated along paths (docs/math.md §4, §9):
+   initial values at |ρ| = 0.9 from the series of the moments E[u^p f(u) v^q f(v)]
+   (or at c = 0 from the factorised 1-D moments, §5), then towards the target —
+   in θ = arccos ρ for |ρ| ≤ 0.9, and beyond in log(1 − |ρ|) with the system
+   sheared and reduced at |ρ| = 1 (:class:`.pfaffian_ode.EndPathEvaluator`),
+   so the cost hardly depends on how close |ρ| is to 1;
+4. ``auto``: the series where it reaches the tolerance within 256 terms, the
+   Pfaffian paths beyond.
+
+Where the reduced system still has solutions that blow up at |ρ| = 1 that the
+dual does not contain (σ' of a kink, GELU: δ-like solutions of the annihilator),
+rounding errors of the initial values grow like a power of 1/(1 − |ρ|); the
+evaluator estimates that growth per path and sends the paths it would spoil to
+the series (2048 terms) and then to the reference quadrature (docs/math.md §9,
+"What is left").
 
 When every point has the same variances (data on a sphere), D depends on θ
-alone and is analytic in θ = arccos ρ for |ρ| ≤ 0.9: one Chebyshev interpolant
-there, built from the steps above at a few nodes and checked between them,
-serves all those points; the rest are evaluated directly.
+alone and is analytic in θ for |ρ| ≤ 0.9: one Chebyshev interpolant there,
+built from the steps above at a few nodes and checked between them, serves all
+those points (``auto`` only).
 """
 
 from __future__ import annotations
@@ -28,12 +37,21 @@ import numpy as np
 
 from ..errors import IntegrationError, SingularityError
 from . import hermite_series as hs
-from .pfaffian_ode import PathEvaluator, RhoSystem, integrate_paths, pole_order_at_diagonal
+from .pfaffian_ode import (
+    EndPathEvaluator,
+    EndSystem,
+    PathEvaluator,
+    RhoSystem,
+    integrate_paths,
+    integrate_to_end,
+)
 from .quadrature import degenerate_first, expect_1d, expect_2d
 
 DEFAULT_TOL = 1e-13
 CHEB_RHO = 0.9
 RHO_START = 0.9
+MODES = ("series", "hgm", "auto")
+EPS = np.finfo(float).eps
 # variances equal to this relative tolerance count as one (rows normalised in floating point)
 UNIFORM_RTOL = 1e-14
 
@@ -96,13 +114,21 @@ def _moments(f, sa: np.ndarray, pmax: int) -> np.ndarray:
 class HGMEvaluator:
     """Dual activation D_f(a, b, c) of one function f (σ or σ') with its Pfaffian system."""
 
-    def __init__(self, f, system, *, tol: float = DEFAULT_TOL):
+    def __init__(self, f, system, *, tol: float = DEFAULT_TOL, mode: str = "auto"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.f = f
         self.system = system
         self.tol = tol
-        # paths may approach |ρ| = 1 only where the pole there is simple (Fuchsian)
-        self.fuchsian = pole_order_at_diagonal(system) <= 1
+        self.mode = mode
         self._rs = None
+        self._ends: dict[int, EndSystem] = {}
+
+    def end_system(self, end: int) -> EndSystem:
+        """The system at ρ = end in t = 1 − end·ρ, sheared (docs/math.md §9), built once."""
+        if end not in self._ends:
+            self._ends[end] = EndSystem.from_rho_system(self.rs, end)
+        return self._ends[end]
 
     @property
     def rs(self) -> RhoSystem:
@@ -111,16 +137,17 @@ class HGMEvaluator:
             self._rs = rho_system(self.system)
         return self._rs
 
-    def _ode(self, sa, sb, theta):
-        """D at θ for each path (step 3).
+    def _start(self, sa, sb, theta, near):
+        """Initial values G̃ and their θ for every path, and the scale of each path.
 
-        Paths start at |ρ| = RHO_START, where the Mehler series gives every
-        component G̃_s to absolute accuracy (it is a series for the moment
-        E[u^p f(u) v^q f(v)] too), or, where that series is not accurate enough,
-        at c = 0 from the factorised 1-D moments (math.md §5).  Starting late
-        matters for σ of large variance (sin, erf): their moments at c = 0 are
-        exponentially small, known only to absolute accuracy, and the ODE
-        multiplies their relative error by the growth e^{√(ab)}.
+        Paths start at |ρ| = RHO_START (on the side of the target), where the
+        Mehler series gives every component G̃_s to absolute accuracy (it is a
+        series for the moment E[u^p f(u) v^q f(v)] too), or, where that series
+        is not accurate enough, at c = 0 from the factorised 1-D moments
+        (docs/math.md §5).  Starting late matters for σ of large variance (sin,
+        erf): their moments at c = 0 are exponentially small, known only to
+        absolute accuracy, and the ODE multiplies their relative error by the
+        growth e^{√(ab)}.
         """
         rs = self.rs
         j = np.array([m[1] for m in self.system.std_monomials])
@@ -130,21 +157,78 @@ class HGMEvaluator:
         scale = np.sqrt(second[ia] * second[ib])
         rho_start = np.where(np.cos(theta) < 0, -RHO_START, RHO_START)
         g, ok = self._moment_series(vals, ia, ib, rho_start, scale)
+        # paths that end before |ρ| = RHO_START start at c = 0 (the seed's HGM)
+        ok &= near
         theta_start = np.arccos(rho_start)
         if not np.all(ok):
             mu = _moments(self.f, vals, max(max(rs.p), max(rs.q)))
             g0 = (2.0 ** j)[None, :] * mu[list(rs.p)][:, ia].T * mu[list(rs.q)][:, ib].T
             g[~ok] = g0[~ok]
             theta_start[~ok] = 0.5 * np.pi
-        scale = np.maximum(scale, np.max(np.abs(g), axis=1))
+        return g, theta_start, np.maximum(scale, np.max(np.abs(g), axis=1))
+
+    def _paths(self, sa, sb, theta):
+        """D at θ by the Pfaffian system (step 3); NaN where the growth of rounding
+        errors towards |ρ| = 1 would exceed the tolerance (module docstring)."""
+        rho_edge = np.arccos(RHO_START)
+        near = (theta < rho_edge) | (theta > np.pi - rho_edge)
+        g, theta_start, scale = self._start(sa, sb, theta, near)
+        # up to |ρ| = RHO_START (or the target, if nearer): paths in θ
+        theta_mid = np.where(near, np.where(theta < 0.5 * np.pi, rho_edge, np.pi - rho_edge),
+                             theta)
+        out = np.full(theta.size, np.nan)
+        move = theta_mid != theta_start
+        G = g.copy()
+        if np.any(move):
+            G[move] = self._theta_paths(sa[move], sb[move], G[move], theta_start[move],
+                                        theta_mid[move], scale[move])
+        out[~near] = G[~near, 0]
+        for end in (1, -1):
+            m = near & ((theta < 0.5 * np.pi) if end == 1 else (theta > 0.5 * np.pi))
+            if np.any(m):
+                out[m] = self._end_paths(end, sa[m], sb[m], theta[m], G[m], scale[m])
+        return out
+
+    def _theta_paths(self, sa, sb, g, theta_start, theta_target, scale):
         try:
-            G = integrate_paths(PathEvaluator(rs, sa, sb), g, theta, tol=self.tol, scale=scale,
-                                theta_start=theta_start)
+            return integrate_paths(PathEvaluator(self.rs, sa, sb), g, theta_target,
+                                   tol=self.tol, scale=scale, theta_start=theta_start)
         except (IntegrationError, SingularityError) as exc:
-            i = getattr(exc, "path", 0)
-            c = sa[i] * sb[i] * np.cos(theta[i])
-            raise type(exc)(str(exc), float(sa[i] ** 2), float(sb[i] ** 2), float(c)) from None
-        return G[:, 0]
+            self._name_lambda(exc, sa, sb, theta_target)
+
+    def _end_paths(self, end, sa, sb, theta, g, scale):
+        """From |ρ| = RHO_START to the target near ρ = end (docs/math.md §9)."""
+        # t = 1 − |ρ| from θ without cancellation
+        t = 2.0 * (np.sin(0.5 * theta) if end == 1 else np.cos(0.5 * theta)) ** 2
+        t0 = np.full(t.size, 1.0 - RHO_START)
+        try:
+            ev = EndPathEvaluator(self.end_system(end), sa, sb)
+        except SingularityError as exc:
+            self._name_lambda(exc, sa, sb, theta)
+        # D = Σ_j M_0j(t) Y_j.  Rounding of the start (relative to the size of G̃) is
+        # carried to D by the gauge row M_0·, which grows as t → 0 where the system
+        # has solutions that blow up there (module docstring); paths whose growth
+        # would spoil the tolerance are left to the fallback
+        growth = (np.sum(np.abs(ev.to_original(t)[:, 0, :]), axis=1)
+                  / np.sum(np.abs(ev.to_original(t0)[:, 0, :]), axis=1))
+        ok = 4 * EPS * growth <= 0.1 * self.tol
+        out = np.full(t.size, np.nan)
+        if np.any(ok):
+            try:
+                G = integrate_to_end(ev.subset(ok), g[ok], t0[ok], t[ok], tol=self.tol,
+                                     scale=scale[ok], strict=False)
+            except (IntegrationError, SingularityError) as exc:
+                i = int(np.flatnonzero(ok)[getattr(exc, "path", 0)])
+                exc.path = i
+                self._name_lambda(exc, sa, sb, theta)
+            out[ok] = G[:, 0]
+        return out
+
+    @staticmethod
+    def _name_lambda(exc, sa, sb, theta):
+        i = getattr(exc, "path", 0)
+        c = sa[i] * sb[i] * np.cos(theta[i])
+        raise type(exc)(str(exc), float(sa[i] ** 2), float(sb[i] ** 2), float(c)) from None
 
     def _moment_series(self, vals, ia, ib, rho, scale, kmax: int = 512):
         """G̃_s = 2^j Σ_n ρⁿ h_n^(p)(a) h_n^(q)(b) with h^(p) the Hermite coefficients of
@@ -175,7 +259,7 @@ class HGMEvaluator:
             return out.reshape(shape)
         both = np.concatenate([sa[rest], sb[rest]])
         lo, hi = float(both.min()), float(both.max())
-        if hi - lo <= UNIFORM_RTOL * hi:
+        if self.mode == "auto" and hi - lo <= UNIFORM_RTOL * hi:
             # one variance up to rounding (normalised data): D depends on θ alone
             out[rest] = self._chebyshev(0.5 * (lo + hi), theta[rest])
         else:
@@ -199,20 +283,33 @@ class HGMEvaluator:
         return out
 
     def _general(self, sa, sb, theta, vals, inv):
-        out = self._series(sa, sb, theta, vals, inv, hs.K_BINS)
+        if self.mode == "hgm":
+            out = self._paths(sa, sb, theta)
+            rest = np.isnan(out)
+            if np.any(rest):
+                out[rest] = self._fallback(sa[rest], sb[rest], theta[rest])
+            return out
+        out = self._series(sa, sb, theta, vals, inv,
+                           hs.K_BINS if self.mode == "auto" else hs.K_BINS + hs.K_BINS_FAR)
         far = np.isnan(out)
         if np.any(far):
-            out[far] = (self._ode if self.fuchsian else self._near_irregular)(
-                sa[far], sb[far], theta[far])
+            if self.mode == "series":
+                i = int(np.flatnonzero(far)[0])
+                raise IntegrationError(
+                    f"the Mehler series does not reach tol={self.tol:g} within "
+                    f"{hs.K_BINS_FAR[-1]} terms (|ρ| too close to 1; use method 'hgm' or 'auto')",
+                    float(sa[far][0] ** 2), float(sb[far][0] ** 2),
+                    float(sa[i] * sb[i] * np.cos(theta[i])))
+            sub = self._paths(sa[far], sb[far], theta[far])
+            rest = np.isnan(sub)
+            if np.any(rest):
+                sub[rest] = self._fallback(sa[far][rest], sb[far][rest], theta[far][rest])
+            out[far] = sub
         return out
 
-    def _near_irregular(self, sa, sb, theta):
-        """|ρ| near 1 for a system with an irregular singular point there (ReSin).
-
-        Path integration towards ρ = ±1 is unstable (see :mod:`.pfaffian_ode`), so
-        the series is continued to 2048 terms (|ρ| ≲ 0.985), and the remaining
-        few pairs use the reference quadrature.
-        """
+    def _fallback(self, sa, sb, theta):
+        """Paths whose initial-value rounding would grow past the tolerance: the series to
+        2048 terms, then the reference quadrature (docs/math.md §9, "What is left")."""
         vals, inv = np.unique(np.concatenate([sa, sb]), return_inverse=True)
         out = self._series(sa, sb, theta, vals, inv, hs.K_BINS_FAR)
         rest = np.isnan(out)

@@ -32,6 +32,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from fractions import Fraction
+from math import comb
 
 import numpy as np
 import sympy as sp
@@ -287,3 +288,228 @@ def pole_order_at_diagonal(system, sa: float = 1.1, sb: float = 0.9) -> int:
             if g1 > 0 and g2 > 0:
                 order = max(order, int(mp.nint(mp.log(g2 / g1) / mp.log(e1 / e2))))
         return order
+
+
+# ---------------------------------------------------------------------------
+# Near the diagonal: the system at ρ = ±1 in t = 1 ∓ ρ, sheared (docs/math.md §9)
+
+
+def _shift_terms(terms, end: int) -> dict[tuple[int, int, int], Fraction]:
+    """A polynomial in (sa, sb, ρ) re-expanded exactly in t = 1 − end·ρ: {(e_sa, e_sb, k): c}."""
+    out: dict[tuple[int, int, int], Fraction] = {}
+    for e1, e2, e3, cf in terms:
+        sign = end ** e3
+        for k in range(e3 + 1):
+            key = (e1, e2, k)
+            out[key] = out.get(key, Fraction(0)) + cf * sign * comb(e3, k) * (-1) ** k
+    return {key: v for key, v in out.items() if v}
+
+
+def shear_exponents(orders: list[list[int | None]]) -> tuple[int, ...] | None:
+    """Smallest e ≥ 0 with e_j − e_i ≥ o_ij − 1 for every nonzero entry (None: none exists).
+
+    o_ij is the pole order of entry (i, j) at t = 0; after H = diag(t^−e) G̃ the
+    entry has order o_ij − (e_j − e_i) ≤ 1: a simple pole.  A longest-path
+    problem (difference constraints, Bellman–Ford): a positive cycle means no
+    diagonal shearing makes the point regular.
+    """
+    r = len(orders)
+    e = [0] * r
+    edges = [(i, j, orders[i][j] - 1) for i in range(r) for j in range(r)
+             if orders[i][j] is not None and i != j]
+    for _ in range(r + 1):
+        changed = False
+        for i, j, w in edges:
+            if e[i] + w > e[j]:
+                e[j] = e[i] + w
+                changed = True
+        if not changed:
+            return tuple(e)
+    return None
+
+
+@dataclass(frozen=True)
+class EndSystem:
+    """t·dH/dt = R(t) H near ρ = end (t = 1 − end·ρ), H = diag(t^−e) G̃ (docs/math.md §9).
+
+    R = −end·Ñ(sa, sb, t) / (κ (2 − t)^m_other Q̃(sa, sb, t)) − diag(e), with the
+    sheared numerators Ñ_ij = t^(e_j − e_i − m + 1) N_ij re-expanded exactly in
+    powers of t (all powers ≥ 0), so nothing cancels in floating point as t → 0.
+    Pure data, derived from a :class:`RhoSystem` in exact rational arithmetic.
+    """
+
+    end: int
+    shear: tuple[int, ...]
+    numerators: tuple[tuple[tuple[tuple[int, int, int, Fraction], ...], ...], ...]
+    kappa: Fraction
+    m_other: int
+    rest: tuple[tuple[int, int, int, Fraction], ...]
+
+    @classmethod
+    def from_rho_system(cls, rs: RhoSystem, end: int) -> EndSystem:
+        """Shift to t, read the pole orders, shear; SingularityError if no diagonal shearing
+        makes the singular point regular."""
+        m, m_other = (rs.m1, rs.m2) if end == 1 else (rs.m2, rs.m1)
+        shifted = [[_shift_terms(rs.numerators[i][j], end) for j in range(rs.rank)]
+                   for i in range(rs.rank)]
+        orders = [[m - min(k for _, _, k in d) if d else None for d in row] for row in shifted]
+        e = shear_exponents(orders)
+        if e is None:
+            raise SingularityError(
+                f"the Pfaffian system's singular point at ρ = {end:+d} could not be made "
+                f"regular by a diagonal shearing (pole orders {orders})")
+        nums = tuple(tuple(
+            tuple(sorted((e1, e2, k + e[j] - e[i] - m + 1, cf)
+                         for (e1, e2, k), cf in shifted[i][j].items()))
+            for j in range(rs.rank)) for i in range(rs.rank))
+        rest = tuple(sorted((e1, e2, k, cf) for (e1, e2, k), cf in
+                            _shift_terms(rs.rest, end).items()))
+        return cls(end=end, shear=e, numerators=nums, kappa=rs.kappa, m_other=m_other,
+                   rest=rest)
+
+
+NEG_TOL = 1e-3        # residue eigenvalues below −NEG_TOL are shifted (docs/math.md §9)
+MAX_STAGES = 8
+
+
+def _sign_function(A: np.ndarray, iterations: int = 80) -> np.ndarray:
+    """Matrix sign of a stack of real matrices (scaled Newton); no eigenvalue on iℝ."""
+    S = A.copy()
+    for _ in range(iterations):
+        Si = np.linalg.inv(S)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            mu = np.abs(np.linalg.det(Si)) ** (1.0 / S.shape[-1])
+        mu = np.where(np.isfinite(mu) & (mu > 0), mu, 1.0)[:, None, None]
+        new = 0.5 * (mu * S + Si / mu)
+        if np.max(np.abs(new - S)) <= 1e-14 * max(1.0, float(np.max(np.abs(new)))):
+            return new
+        S = new
+    return S
+
+
+class EndPathEvaluator:
+    """The system near ρ = end for a batch of paths, reduced to bounded solutions.
+
+    Per path (docs/math.md §9): t·dH/dt = R(t)·H with R = Num(t)/d(t) from
+    :class:`EndSystem` (polynomials in t, evaluated at each path's sa, sb), then
+    stages of a constant gauge P that splits off the invariant subspace of the
+    residue R(0) belonging to eigenvalues < 0 (spectral projector from the matrix
+    sign function), followed by the shearing t^F that raises those eigenvalues by
+    one.  The off-block entries of Num(0) that P makes zero are set to exactly 0,
+    so the shearing keeps a polynomial numerator, a simple pole and no
+    cancellation.  When no eigenvalue is negative, every solution of
+    t·dY/dt = R_Y(t)·Y grows at most like a power of log t, so the path can run
+    to any t > 0.  G̃ = diag(t^e)·P₁ t^(−F₁) P₂ t^(−F₂) ⋯ Y.
+    """
+
+    def __init__(self, es: EndSystem, sa: np.ndarray, sb: np.ndarray):
+        r = len(es.shear)
+        self.r = r
+        deg = max([t[2] for row in es.numerators for e in row for t in e] + [0])
+        num = np.zeros((sa.size, r, r, deg + 1 + MAX_STAGES))
+        for i in range(r):
+            for j in range(r):
+                num[:, i, j, :deg + 1] = _rho_coefficients(es.numerators[i][j], sa, sb, deg)
+        num = np.moveaxis(num, -1, 0) * (-es.end / float(es.kappa))   # (deg+1+S, P, r, r)
+        rdeg = max([t[2] for t in es.rest] + [0])
+        d = _rho_coefficients(es.rest, sa, sb, rdeg)                   # (P, rdeg+1)
+        for _ in range(es.m_other):                                    # × (2 − t)
+            d = (np.concatenate([2 * d, np.zeros((d.shape[0], 1))], axis=1)
+                 - np.concatenate([np.zeros((d.shape[0], 1)), d], axis=1))
+        self.den = np.ascontiguousarray(d.T)                           # (ddeg+1, P)
+        self.shear = np.array(es.shear, dtype=float)
+        num[: self.den.shape[0]] -= (self.den[:, :, None, None]
+                                     * np.diag(self.shear)[None, None])
+        self.gauge: list[tuple[np.ndarray, np.ndarray]] = []
+        num = self._reduce(num)
+        top = num.shape[0]
+        while top > 1 and not np.any(num[top - 1]):
+            top -= 1
+        self.num = np.ascontiguousarray(num[:top])
+
+    def _reduce(self, num: np.ndarray) -> np.ndarray:
+        r = self.r
+        eye = np.eye(r)
+        cols = np.arange(r)
+        d0 = self.den[0][:, None, None]
+        for _ in range(MAX_STAGES):
+            lam = np.sort(np.linalg.eigvals(num[0] / d0).real, axis=1)  # residues, (P, r)
+            n = np.sum(lam < -NEG_TOL, axis=1)
+            if not np.any(n):
+                return num
+            lo = np.take_along_axis(lam, np.maximum(n - 1, 0)[:, None], 1)[:, 0]
+            hi = np.take_along_axis(lam, np.minimum(n, r - 1)[:, None], 1)[:, 0]
+            shift = np.where(n == r, lam[:, -1] + 1.0,
+                             np.where(n == 0, lam[:, 0] - 1.0, 0.5 * (lo + hi)))
+            S = _sign_function(num[0] / d0 - shift[:, None, None] * eye)
+            proj_neg = 0.5 * (eye - S)
+            u_neg = np.linalg.svd(proj_neg)[0]
+            u_pos = np.linalg.svd(eye - proj_neg)[0]
+            take_neg = cols[None, :] < n[:, None]                       # (P, r)
+            idx = np.clip(np.where(take_neg, cols[None, :], cols[None, :] - n[:, None]), 0, r - 1)
+            P = np.where(take_neg[:, None, :],
+                         np.take_along_axis(u_neg, idx[:, None, :], 2),
+                         np.take_along_axis(u_pos, idx[:, None, :], 2))
+            num = np.einsum("pij,kpjl,plm->kpim", np.linalg.inv(P), num, P)
+            f = take_neg.astype(float)                                   # (P, r)
+            diff = f[:, :, None] - f[:, None, :]                        # f_i − f_j
+            num[0] = np.where(diff != 0, 0.0, num[0])                   # exact block split
+            if np.any(num[-1][diff[None, ...][0] > 0]):
+                raise SingularityError("numerator degree exceeded in the reduction at |ρ| = 1")
+            up = np.concatenate([np.zeros_like(num[:1]), num[:-1]])     # × t
+            down = np.concatenate([num[1:], np.zeros_like(num[:1])])    # ÷ t
+            num = np.where(diff[None] > 0, up, np.where(diff[None] < 0, down, num))
+            num[: self.den.shape[0]] += self.den[:, :, None, None] * (f[:, :, None] * eye)[None]
+            self.gauge.append((P, f))
+        raise SingularityError("the residue at |ρ| = 1 keeps negative eigenvalues after "
+                               f"{MAX_STAGES} reduction stages")
+
+    def subset(self, mask: np.ndarray) -> EndPathEvaluator:
+        """The same evaluator for the paths ``mask`` only."""
+        out = object.__new__(EndPathEvaluator)
+        out.r, out.shear = self.r, self.shear
+        out.num, out.den = self.num[:, mask], self.den[:, mask]
+        out.gauge = [(P[mask], f[mask]) for P, f in self.gauge]
+        return out
+
+    def to_original(self, t: np.ndarray) -> np.ndarray:
+        """The matrix M(t) with G̃ = M(t)·Y, shape (paths, r, r)."""
+        M = np.broadcast_to(np.eye(self.r), (t.size, self.r, self.r)).copy()
+        for P, f in reversed(self.gauge):
+            M = np.einsum("pij,pjk->pik", P, t[:, None, None] ** -f[:, :, None] * M)
+        return t[:, None, None] ** self.shear[None, :, None] * M
+
+    def matrix(self, t: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """R_Y(t) for the paths idx, shape (len(idx), r, r)."""
+        out = self.num[-1, idx]
+        for k in range(self.num.shape[0] - 2, -1, -1):
+            out = out * t[:, None, None] + self.num[k, idx]
+        den = self.den[-1, idx]
+        for k in range(self.den.shape[0] - 2, -1, -1):
+            den = den * t + self.den[k, idx]
+        return out / den[:, None, None]
+
+
+def integrate_to_end(evaluator: EndPathEvaluator, g0: np.ndarray, t_start: np.ndarray,
+                     t_target: np.ndarray, *, tol: float, scale: np.ndarray,
+                     strict: bool = True) -> np.ndarray:
+    """G̃ at t_target from G̃ = g0 at t_start (0 < t_target ≤ t_start), all paths at once.
+
+    Integrates t·dY/dt = R_Y(t)·Y (:class:`EndPathEvaluator`) in τ ∈ [0, 1] with
+    log t = log t_start + τ·log(t_target/t_start); the error is controlled on
+    G̃_0 = D at the target (the other components are returned as computed).
+    """
+    if np.any(t_target <= 0):
+        raise SingularityError("path ends on the singular locus |ρ| = 1")
+    log_ratio = np.log(t_target / t_start)
+    y0 = np.linalg.solve(evaluator.to_original(t_start), g0[:, :, None])[:, :, 0]
+    M_end = evaluator.to_original(t_target)
+
+    def rhs(tau, y, idx):
+        t = t_start[idx] * np.exp(tau * log_ratio[idx])
+        return np.einsum("pij,pj->pi", evaluator.matrix(t, idx), y) * log_ratio[idx, None]
+
+    # the error that matters is D's = G̃_0's: weight Y by the gauge row M_0·(t_target)
+    weights = np.abs(M_end[:, 0, :])
+    y = batched_rk.integrate(rhs, y0, tol=tol, scale=scale, weights=weights, strict=strict)
+    return np.einsum("pij,pj->pi", M_end, y)
