@@ -128,12 +128,24 @@ def _quad(act, a, b, c, derivative, rtol: float = 1e-11, **options):
 
 
 def _pfaffian(act: Activation, derivative: bool):
-    """The cached or shipped Pfaffian system of σ (or σ'), None if there is none."""
+    """The cached or shipped Pfaffian system of σ (or σ'), None if there is none.
+
+    Checked against σ's own moments before first use (checks.verified_pfaffian).
+    """
     if not act.holonomic:
         return None
     from .algebra.cache import load_pfaffian
+    from .checks import verified_pfaffian
 
-    return load_pfaffian(act.name, derivative)
+    return verified_pfaffian(load_pfaffian(act.name, derivative), act.function(derivative))
+
+
+def _hgm_available(act: Activation, derivative: bool) -> bool:
+    # a file exists; it is loaded and validated only when hgm is used, so that a
+    # corrupt file cannot break methods that do not need it (closed forms)
+    from .algebra.cache import has_pfaffian
+
+    return act.holonomic and has_pfaffian(act.name, derivative)
 
 
 _HGM_EVALUATORS: dict = {}
@@ -154,7 +166,7 @@ def _hgm(act, a, b, c, derivative, tol: float | None = None, **options):
 
 register_method(DualMethod("closed", "closed form (math.md §6)", _closed_available, _closed))
 register_method(DualMethod("hgm", "holonomic gradient method (series + Pfaffian ODE)",
-                           lambda act, d: _pfaffian(act, d) is not None, _hgm))
+                           _hgm_available, _hgm))
 register_method(DualMethod("quad", "nested Gauss–Legendre quadrature split at the kink",
                            lambda act, d: True, _quad))
 register_method(DualMethod("gh", "Gauss–Hermite tensor rule (math.md §7)",
