@@ -16,6 +16,7 @@ is clamped to ±√(ab); beyond that it is rejected with the offending Λ.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,13 +24,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import Activation, get_activation
-from .errors import InvalidCovarianceError, MethodUnavailableError, UnknownActivationError
+from .errors import (
+    InvalidCovarianceError,
+    MethodUnavailableError,
+    NumericalError,
+    UnknownActivationError,
+)
 from .numeric import closed_forms
+from .numeric.covariance import sqrt_product
 from .numeric.gauss_hermite import gauss_hermite_dual
 from .numeric.quadrature import expect_2d, expect_pair_1d
 
 CLAMP_RTOL = 1e-9
 QUAD_AUTO_MAX_POINTS = 2000
+MAX_NUMERIC_VARIANCE = 1e6
+"""Largest variance for the node-based methods hgm and quad and for the 1-D integral
+of a zero-variance pair (issue 13, measured on resin and gelu: hgm holds 1e-13 at
+a = 1e6 in 2-4 s and needs a 3.8 GiB table at 1e8; quad stops converging near 1e4)."""
 
 
 class AccuracyWarning(UserWarning):
@@ -44,6 +55,8 @@ class DualMethod:
     description: str
     available: Callable[[Activation, bool], bool]
     evaluate: Callable[..., np.ndarray]  # (act, a, b, c, derivative, **options) -> array
+    max_variance: float = math.inf
+    """Largest a, b the method handles (its rules resolve σ(√a z) with ∝ √a nodes)."""
 
 
 METHODS: dict[str, DualMethod] = {}
@@ -96,7 +109,8 @@ def validate_covariance(a, b, c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a, b, c = a.copy(), b.copy(), c.copy()
     finite = np.isfinite(a) & np.isfinite(b) & np.isfinite(c)
     bad = ~finite | (a < 0) | (b < 0)
-    root = np.sqrt(np.where(bad, 0.0, a * b))
+    # not √(ab): a·b under- or overflows for rows with |x| ≲ 1e-81 or ≳ 1e77 (issue 13)
+    root = sqrt_product(np.where(bad, 0.0, a), np.where(bad, 0.0, b))
     excess = np.abs(c) - root
     bad |= excess > CLAMP_RTOL * root
     if np.any(bad):
@@ -166,9 +180,9 @@ def _hgm(act, a, b, c, derivative, tol: float | None = None, **options):
 
 register_method(DualMethod("closed", "closed form (math.md §6)", _closed_available, _closed))
 register_method(DualMethod("hgm", "holonomic gradient method (series + Pfaffian ODE)",
-                           _hgm_available, _hgm))
+                           _hgm_available, _hgm, MAX_NUMERIC_VARIANCE))
 register_method(DualMethod("quad", "nested Gauss–Legendre quadrature split at the kink",
-                           lambda act, d: True, _quad))
+                           lambda act, d: True, _quad, MAX_NUMERIC_VARIANCE))
 register_method(DualMethod("gh", "Gauss–Hermite tensor rule (math.md §7)",
                            lambda act, d: True, _gh))
 
@@ -215,18 +229,49 @@ def dual(activation: str | Activation, a, b, c, *, derivative: bool = False,
     a, b, c = validate_covariance(a, b, c)
     name = resolve_method(act, derivative, method, npoints=a.size)
     zero = (a == 0) | (b == 0)
+    _check_range(act, name, a, b, c, ~zero, METHODS[name].max_variance)
     if not np.any(zero):
-        return np.asarray(METHODS[name].evaluate(act, a, b, c, derivative, **options),
-                          dtype=float)
+        return _finite(np.asarray(METHODS[name].evaluate(act, a, b, c, derivative, **options),
+                                  dtype=float), act, name, a, b, c)
     # a zero variance (a zero input row) means u ≡ 0: D = f(0)·E f(√b z), the same
     # convention for every method (closed forms would take the ρ → 0 limit instead)
     f = act.function(derivative)
     out = np.empty(a.shape)
-    out[zero] = expect_pair_1d(f, f, np.sqrt(a[zero]), np.sqrt(b[zero]))
+    if float(np.asarray(f(np.zeros(1)))[0]) == 0.0:
+        out[zero] = 0.0                                  # f(0) = 0: exactly zero
+    else:
+        _check_range(act, "the 1-D integral of a zero row", a, b, c, zero,
+                     MAX_NUMERIC_VARIANCE)
+        out[zero] = expect_pair_1d(f, f, np.sqrt(a[zero]), np.sqrt(b[zero]))
     keep = ~zero
     if np.any(keep):
         out[keep] = METHODS[name].evaluate(act, a[keep], b[keep], c[keep], derivative, **options)
-    return out
+    return _finite(out, act, name, a, b, c)
+
+
+def _finite(values: np.ndarray, act: Activation, method: str, a, b, c) -> np.ndarray:
+    """``values``, or NumericalError naming the first Λ whose value is not finite."""
+    bad = ~np.isfinite(values)
+    if np.any(bad):
+        i = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape) if bad.ndim else ()
+        ai, bi, ci = (np.broadcast_to(x, bad.shape)[i] for x in (a, b, c))
+        raise NumericalError(f"{act.name}: method {method} gave a non-finite value "
+                             f"({float(values[i])!r}) beyond the double range",
+                             float(ai), float(bi), float(ci))
+    return values
+
+
+def _check_range(act: Activation, method: str, a, b, c, where, limit: float) -> None:
+    """NumericalError naming the first Λ whose variance is beyond ``limit``."""
+    if limit == math.inf:
+        return
+    over = where & ((a > limit) | (b > limit))
+    if np.any(over):
+        i = np.unravel_index(int(np.flatnonzero(over)[0]), a.shape) if a.ndim else ()
+        raise NumericalError(
+            f"{act.name}: variance beyond the range of {method} (a, b ≤ {limit:g}; its "
+            "nodes must resolve σ(√a z)); rescale the inputs or use method gh",
+            float(a[i]), float(b[i]), float(c[i]))
 
 
 def second_moment(activation: str | Activation, a, *, derivative: bool = False,
