@@ -291,3 +291,13 @@ def test_content_hash_covers_the_derivation_inputs():
         assert content_hash(edited) != obj["sha256"]
         with pytest.raises(PfaffianFileError, match="hash mismatch"):
             PfaffianSystem.from_json(json.dumps(edited))
+
+
+def test_pfaffian_command_does_not_serve_a_tampered_file(data_dir, tmp_path):
+    install(data_dir, gauge(shipped("resin", False), "x12", *FLAT_X12))
+    out = tmp_path / "resin.json"
+    res = CliRunner().invoke(main, ["pfaffian", "--activation", "resin", "-o", str(out),
+                                    "--quiet"])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert "does not match the moments" in lines[0] and not out.exists()
