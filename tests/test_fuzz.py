@@ -185,17 +185,17 @@ MAGNITUDE = st.floats(min_value=-300.0, max_value=307.0).map(lambda e: 10.0 ** e
 @FUZZ
 @given(a=MAGNITUDE, b=MAGNITUDE, rho=st.floats(-1.0, 1.0))
 def test_relu_and_erf_duals_over_the_double_range(a, b, rho):
-    mpmath.mp.dps = 60
-    A, B = mpmath.mpf(a), mpmath.mpf(b)
-    c = float(rho * mpmath.sqrt(A * B))
-    C = mpmath.mpf(c)
+    with mpmath.workdps(60):    # local precision: never change the global mpmath context
+        A, B = mpmath.mpf(a), mpmath.mpf(b)
+        c = float(rho * mpmath.sqrt(A * B))
+        C = mpmath.mpf(c)
+        r = mpmath.sqrt(A * B)
+        th = mpmath.acos(max(-1, min(1, C / r)))
+        ref_relu = r * (mpmath.sin(th) + (mpmath.pi - th) * mpmath.cos(th)) / (2 * mpmath.pi)
+        ref_erf = 2 / mpmath.pi * mpmath.asin(C / mpmath.sqrt((A + 0.5) * (B + 0.5)))
+        half_root = float(r / 2)
     relu = float(ntkhgm.dual("relu", a, b, c, method="closed"))
-    r = mpmath.sqrt(A * B)
-    th = mpmath.acos(max(-1, min(1, C / r)))
-    ref = r * (mpmath.sin(th) + (mpmath.pi - th) * mpmath.cos(th)) / (2 * mpmath.pi)
     # relative to the Cauchy–Schwarz scale √(ab)/2 (the value itself can vanish at ρ = −1)
-    assert abs(relu - float(ref)) <= 1e-12 * float(r / 2)
+    assert abs(relu - float(ref_relu)) <= 1e-12 * half_root
     erf = float(ntkhgm.dual("erf", a, b, c, method="closed"))
-    ref = 2 / mpmath.pi * mpmath.asin(C / mpmath.sqrt((A + 0.5) * (B + 0.5)))
-    assert abs(erf - float(ref)) <= 1e-12
-    mpmath.mp.dps = 15
+    assert abs(erf - float(ref_erf)) <= 1e-12

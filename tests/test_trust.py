@@ -346,8 +346,9 @@ def test_tiny_rows_cli(tmp_path):
                                      (1e-300, 1e-300, 9e-301), (5e-320, 1e-310, 0.0)])
 def test_relu_dual_over_the_double_range(a, b, c):
     got = ntkhgm.dual("relu", a, b, c, method="closed")
-    mpmath.mp.dps = 40
-    assert float(got) == pytest.approx(float(_mp_relu_dual(a, b, c)), rel=1e-12)
+    with mpmath.workdps(40):
+        ref = float(_mp_relu_dual(a, b, c))
+    assert float(got) == pytest.approx(ref, rel=1e-12)
 
 
 @pytest.mark.parametrize("name", ["erf", "normcdf", "sin"])
@@ -358,20 +359,20 @@ def test_closed_forms_finite_for_huge_variances(name, derivative):
     c = np.array([-5e299, 1e308, 1e150])
     v = ntkhgm.dual(name, a, b, c, derivative=derivative, method="closed")
     assert np.all(np.isfinite(v))
-    mpmath.mp.dps = 700
-    for i in range(3):
-        A, B, C = (mpmath.mpf(x[i]) for x in (a, b, c))
-        if name == "erf":
-            ref = (4 / mpmath.pi / mpmath.sqrt((1 + 2 * A) * (1 + 2 * B) - 4 * C * C)
-                   if derivative else
-                   2 / mpmath.pi * mpmath.asin(2 * C / mpmath.sqrt((1 + 2 * A) * (1 + 2 * B))))
-        elif name == "normcdf":
-            ref = (1 / (2 * mpmath.pi * mpmath.sqrt((1 + A) * (1 + B) - C * C)) if derivative
-                   else 0.25 + mpmath.asin(C / mpmath.sqrt((1 + A) * (1 + B))) / (2 * mpmath.pi))
-        else:
-            ref = mpmath.exp(-(A + B) / 2) * (mpmath.cosh(C) if derivative else mpmath.sinh(C))
-        assert abs(v[i] - float(ref)) <= 1e-13 * max(abs(float(ref)), 1e-300) + 1e-300
-    mpmath.mp.dps = 15
+    with mpmath.workdps(700):    # local: never change the global mpmath context
+        for i in range(3):
+            A, B, C = (mpmath.mpf(x[i]) for x in (a, b, c))
+            if name == "erf":
+                ref = (4 / mpmath.pi / mpmath.sqrt((1 + 2 * A) * (1 + 2 * B) - 4 * C * C)
+                       if derivative else
+                       2 / mpmath.pi * mpmath.asin(2 * C / mpmath.sqrt((1 + 2 * A) * (1 + 2 * B))))
+            elif name == "normcdf":
+                root = mpmath.sqrt((1 + A) * (1 + B))
+                ref = (1 / (2 * mpmath.pi * mpmath.sqrt(root * root - C * C)) if derivative
+                       else 0.25 + mpmath.asin(C / root) / (2 * mpmath.pi))
+            else:
+                ref = mpmath.exp(-(A + B) / 2) * (mpmath.cosh(C) if derivative else mpmath.sinh(C))
+            assert abs(v[i] - float(ref)) <= 1e-13 * max(abs(float(ref)), 1e-300) + 1e-300
 
 
 def test_dual_cli_at_the_double_limit_is_a_table_not_a_traceback():
