@@ -1,4 +1,4 @@
-"""Numeric verification of Pfaffian systems against 2-D quadrature (math.md §2, §4, §5).
+"""Numeric verification of Pfaffian systems against independent moments (math.md §2, §4, §5, §8).
 
 For a standard monomial s = ∂11^i ∂12^j ∂22^k,
 
@@ -6,7 +6,17 @@ For a standard monomial s = ∂11^i ∂12^j ∂22^k,
 
 because ∂11, ∂12, ∂22 bring down u², 2uv, v² under the integral.  The derivative
 ∂m(s•Ê) = (∂m s)•Ê is again such a moment, so ∂m F = Pm F is checked with no
-finite differences: both sides come from :func:`ntkhgm.numeric.quadrature.expect_2d`.
+finite differences: both sides come from :func:`ntkhgm.numeric.quadrature.expect_2d`
+(:func:`check_pfaffian_numeric`, seconds per system: ``ntkhgm pfaffian --check``) or
+from the Mehler series of the moments at small |ρ| (:func:`cross_check_system`,
+milliseconds: run on every system before its first use, see :func:`verified_pfaffian`).
+
+Why a numeric check on load: a gauge transformation F ↦ g·F (e.g. g = x11^(1/100))
+turns a valid system into P + (∂g/g)·I, which is still integrable and can carry a
+recomputed hash; only the moments themselves — computed from σ, independently of
+the file — tell the two apart.  At ρ = 0 the moments factorise into the exact 1-D
+moments of the initial-value recipe (math.md §5), so a gauge with ∂g ≠ 0 on
+x12 = 0 fails there; the points with ρ ≠ 0 catch the others.
 This module sits above both layers (``algebra`` must not import ``numeric``).
 """
 
@@ -18,9 +28,10 @@ import numpy as np
 
 from .algebra.pfaffian import MATRIX_KEYS, PfaffianSystem, compile_matrices
 from .errors import PfaffianFileError
-from .numeric.quadrature import expect_2d
+from .numeric.quadrature import _half_line_rule, expect_2d
 
-__all__ = ["monomial_values", "random_points", "check_pfaffian_numeric"]
+__all__ = ["monomial_values", "mehler_monomial_values", "random_points",
+           "check_pfaffian_numeric", "cross_check_system", "verified_pfaffian"]
 
 Mono = tuple[int, int, int]
 
@@ -61,22 +72,61 @@ def monomial_values(f: Callable[[np.ndarray], np.ndarray], monos: list[Mono],
     return out
 
 
-def check_pfaffian_numeric(system: PfaffianSystem,
-                           f: Callable[[np.ndarray], np.ndarray] | None = None, *,
-                           n_points: int = 3, seed: int = 0, rtol: float = 1e-9,
-                           raise_on_failure: bool = True) -> float:
-    """Check ∂m F = Pm F at random points (math.md §4); return the worst relative error.
+MEHLER_TERMS = 48
 
-    ``f`` defaults to the catalog's σ (or σ' for a derivative system).  The error of
-    each component is relative to |lhs| + Σ|P F| (the scale of the cancellation).
+
+def mehler_monomial_values(f: Callable[[np.ndarray], np.ndarray], monos: list[Mono],
+                           x11, x12, x22, *, terms: int = MEHLER_TERMS,
+                           bounds: dict[Mono, np.ndarray] | None = None
+                           ) -> dict[Mono, np.ndarray]:
+    """s•Ê(x) for each s in ``monos`` from the Mehler series (math.md §5, §8).
+
+    With u = √a z1, v = √b z2, corr(z1, z2) = ρ and hₙ = Heₙ/√n! (orthonormal),
+    E[g(z1) h(z2)] = Σₙ ρⁿ E[g hₙ] E[h hₙ]; the 1-D coefficients come from the
+    composite Gauss–Legendre rule of :mod:`ntkhgm.numeric.quadrature`.  Meant for
+    |ρ| ≤ 0.3, where ``terms`` = 48 leaves a truncation below 0.3⁴⁸ ≈ 1e-25.
+    ``bounds``, when given, receives the Cauchy–Schwarz bound of each moment (the
+    scale of its rounding error where the moment itself vanishes, e.g. odd σ at ρ = 0).
     """
-    if f is None:
-        f = system.function()
-    if f is None:
-        from .activations import get_activation
+    x11, x12, x22 = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (x11, x12, x22))
+    det = x11 * x22 - x12 * x12
+    if np.any(det <= 0) or np.any(x11 >= 0):
+        raise ValueError("x must be negative definite")
+    a, b, c = -0.5 * x22 / det, -0.5 * x11 / det, 0.5 * x12 / det
+    sa, sb = np.sqrt(a), np.sqrt(b)
+    rho = c / (sa * sb)
+    scale = np.pi / np.sqrt(det)
+    z, w = _half_line_rule(float(max(sa.max(), sb.max())), 16)
+    h = np.empty((terms, z.size))
+    h[0] = 1.0
+    if terms > 1:
+        h[1] = z
+    for n in range(1, terms - 1):
+        h[n + 1] = (z * h[n] - np.sqrt(n) * h[n - 1]) / np.sqrt(n + 1)
+    pmax = max(max(2 * i + j, 2 * k + j) for i, j, k in monos)
+    powers = rho[:, None] ** np.arange(terms)                       # (npts, terms)
 
-        f = get_activation(system.activation).function(system.derivative)
-    x11, x12, x22 = random_points(n_points, seed)
+    def coefficients(s):                                            # (npts, pmax+1, terms)
+        u = s[:, None] * z                                           # (npts, nodes)
+        with np.errstate(all="ignore"):
+            fu = f(u) * w
+        up = u[:, None, :] ** np.arange(pmax + 1)[None, :, None]     # (npts, p, nodes)
+        return np.einsum("xpq,xq,nq->xpn", up, fu, h)
+
+    A, B = coefficients(sa), coefficients(sb)
+    out = {}
+    for (i, j, k) in monos:
+        p, q = 2 * i + j, 2 * k + j
+        out[(i, j, k)] = (2.0 ** j) * scale * np.einsum("xn,xn,xn->x", A[:, p], B[:, q], powers)
+        if bounds is not None:
+            # Cauchy–Schwarz: |E[g(u) h(v)]| ≤ ‖g‖‖h‖ (Parseval on the same coefficients)
+            bounds[(i, j, k)] = (2.0 ** j) * scale * np.sqrt(
+                np.sum(A[:, p] ** 2, axis=-1) * np.sum(B[:, q] ** 2, axis=-1))
+    return out
+
+
+def _defect(system: PfaffianSystem, values: Callable[..., dict], f, x11, x12, x22) -> float:
+    """Worst relative error of ∂m F = Pm F at the points, moments from ``values``."""
     std = list(system.std_monomials)
     need = set(std)
     for s in std:
@@ -84,21 +134,99 @@ def check_pfaffian_numeric(system: PfaffianSystem,
             t = list(s)
             t[m] += 1
             need.add(tuple(t))
-    vals = monomial_values(f, sorted(need), x11, x12, x22)
+    bounds: dict = {}
+    if values is mehler_monomial_values:
+        vals = values(f, sorted(need), x11, x12, x22, bounds=bounds)
+    else:
+        vals = values(f, sorted(need), x11, x12, x22)
     F = np.stack([vals[s] for s in std], axis=-1)            # (npts, r)
-    mats = compile_matrices(system)(x11, x12, x22)
+    with np.errstate(all="ignore"):
+        mats = compile_matrices(system)(x11, x12, x22)
     worst = 0.0
     for m, key in enumerate(MATRIX_KEYS):
-        lhs = np.stack([vals[tuple(s[i] + (i == m) for i in range(3))] for s in std], axis=-1)
+        shifted = [tuple(s[i] + (i == m) for i in range(3)) for s in std]
+        lhs = np.stack([vals[t] for t in shifted], axis=-1)
+        floor = np.stack([bounds[t] for t in shifted], axis=-1) if bounds else 0.0
         P = mats[key]
-        terms = P * F[:, None, :]
-        rhs = terms.sum(-1)
-        scale = np.abs(lhs) + np.abs(terms).sum(-1)
-        scale = np.where(scale > 0, scale, 1.0)
-        err = float(np.max(np.abs(lhs - rhs) / scale))
-        worst = max(worst, err)
+        with np.errstate(all="ignore"):
+            terms = P * F[:, None, :]
+            rhs = terms.sum(-1)
+            scale = np.abs(lhs) + np.abs(terms).sum(-1) + 1e-3 * floor
+            scale = np.where(scale > 0, scale, 1.0)
+            err = np.abs(lhs - rhs) / scale
+        # NaN (overflow, a pole at the point, a non-finite σ) fails: max() must not drop it
+        if not np.all(np.isfinite(err)):
+            return float("inf")
+        worst = max(worst, float(np.max(err)))
+    return worst
+
+
+def check_pfaffian_numeric(system: PfaffianSystem,
+                           f: Callable[[np.ndarray], np.ndarray] | None = None, *,
+                           n_points: int = 3, seed: int = 0, rtol: float = 1e-9,
+                           raise_on_failure: bool = True) -> float:
+    """Check ∂m F = Pm F at random points (math.md §4); return the worst relative error.
+
+    ``f`` defaults to the catalog's σ (or σ' for a derivative system).  The error of
+    each component is relative to |lhs| + Σ|P F| (the scale of the cancellation); a
+    non-finite error counts as infinite (a failure).
+    """
+    f = _default_function(system) if f is None else f
+    x11, x12, x22 = random_points(n_points, seed)
+    worst = _defect(system, monomial_values, f, x11, x12, x22)
     if raise_on_failure and not worst <= rtol:
         raise PfaffianFileError(
             f"{system.key}: the Pfaffian system disagrees with quadrature "
             f"(relative error {worst:.2e} > {rtol:.0e})")
     return worst
+
+
+def _default_function(system: PfaffianSystem):
+    f = system.function()
+    if f is None:
+        from .activations import get_activation
+
+        f = get_activation(system.activation).function(system.derivative)
+    return f
+
+
+# (a, b, ρ) of the cross-check points: ρ = 0 is the initial-value recipe itself
+CROSS_CHECK_POINTS = ((0.7, 1.3, 0.0), (1.2, 0.8, 0.3), (0.9, 1.1, -0.25))
+CROSS_CHECK_RTOL = 1e-10
+"""Shipped systems agree to 1e-14; a gauge x11^(1/100) is off by ~1e-2."""
+
+
+def cross_check_system(system: PfaffianSystem,
+                       f: Callable[[np.ndarray], np.ndarray] | None = None, *,
+                       rtol: float = CROSS_CHECK_RTOL, source: str | None = None) -> float:
+    """Check the system against σ's own moments (Mehler series) at three points.
+
+    Raises PfaffianFileError (naming ``source``) when ∂m F = Pm F fails by more
+    than ``rtol`` relative; returns the worst relative error.  Cost: milliseconds.
+    """
+    f = _default_function(system) if f is None else f
+    a, b, rho = (np.array(v) for v in zip(*CROSS_CHECK_POINTS, strict=True))
+    c = rho * np.sqrt(a * b)
+    det = a * b - c * c
+    x11, x12, x22 = -0.5 * b / det, 0.5 * c / det, -0.5 * a / det
+    worst = _defect(system, mehler_monomial_values, f, x11, x12, x22)
+    if not worst <= rtol:
+        raise PfaffianFileError(
+            f"{source or system.key}: the Pfaffian system does not match the moments of "
+            f"{system.key} (relative error {worst:.1e} > {rtol:.0e}): file tampered with "
+            "or derived for another function")
+    return worst
+
+
+_VERIFIED: dict[int, PfaffianSystem] = {}
+
+
+def verified_pfaffian(system: PfaffianSystem | None,
+                      f: Callable[[np.ndarray], np.ndarray]) -> PfaffianSystem | None:
+    """``system`` after :func:`cross_check_system` against ``f`` (once per loaded object)."""
+    if system is None:
+        return None
+    if _VERIFIED.get(id(system)) is not system:
+        cross_check_system(system, f)
+        _VERIFIED[id(system)] = system
+    return system

@@ -16,6 +16,7 @@ is clamped to ±√(ab); beyond that it is rejected with the offending Λ.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,13 +24,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import Activation, get_activation
-from .errors import InvalidCovarianceError, MethodUnavailableError, UnknownActivationError
+from .errors import (
+    InvalidCovarianceError,
+    MethodUnavailableError,
+    NumericalError,
+    UnknownActivationError,
+)
 from .numeric import closed_forms
+from .numeric.covariance import sqrt_product
 from .numeric.gauss_hermite import gauss_hermite_dual
 from .numeric.quadrature import expect_2d, expect_pair_1d
 
 CLAMP_RTOL = 1e-9
 QUAD_AUTO_MAX_POINTS = 2000
+MAX_NUMERIC_VARIANCE = 1e4
+"""Largest variance for the node-based methods hgm and quad and for the 1-D integral
+of a zero-variance pair (issue 13; their nodes grow with √a).  Measured on six
+pairs with |ρ| up to 0.999 (σ'): gelu hgm peaks at 0.7 GB at a = 1e2, 1.4 GB at 1e3,
+1.9 GB at 1e4, and its 1e8 table would need 3.8 GiB; resin's near-diagonal pairs
+need the reference quadrature, which stops converging (typed error) from a ≈ 1e3."""
 
 
 class AccuracyWarning(UserWarning):
@@ -44,6 +57,8 @@ class DualMethod:
     description: str
     available: Callable[[Activation, bool], bool]
     evaluate: Callable[..., np.ndarray]  # (act, a, b, c, derivative, **options) -> array
+    max_variance: float = math.inf
+    """Largest a, b the method handles (its rules resolve σ(√a z) with ∝ √a nodes)."""
 
 
 METHODS: dict[str, DualMethod] = {}
@@ -96,7 +111,8 @@ def validate_covariance(a, b, c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a, b, c = a.copy(), b.copy(), c.copy()
     finite = np.isfinite(a) & np.isfinite(b) & np.isfinite(c)
     bad = ~finite | (a < 0) | (b < 0)
-    root = np.sqrt(np.where(bad, 0.0, a * b))
+    # not √(ab): a·b under- or overflows for rows with |x| ≲ 1e-81 or ≳ 1e77 (issue 13)
+    root = sqrt_product(np.where(bad, 0.0, a), np.where(bad, 0.0, b))
     excess = np.abs(c) - root
     bad |= excess > CLAMP_RTOL * root
     if np.any(bad):
@@ -128,12 +144,24 @@ def _quad(act, a, b, c, derivative, rtol: float = 1e-11, **options):
 
 
 def _pfaffian(act: Activation, derivative: bool):
-    """The cached or shipped Pfaffian system of σ (or σ'), None if there is none."""
+    """The cached or shipped Pfaffian system of σ (or σ'), None if there is none.
+
+    Checked against σ's own moments before first use (checks.verified_pfaffian).
+    """
     if not act.holonomic:
         return None
     from .algebra.cache import load_pfaffian
+    from .checks import verified_pfaffian
 
-    return load_pfaffian(act.name, derivative)
+    return verified_pfaffian(load_pfaffian(act.name, derivative), act.function(derivative))
+
+
+def _hgm_available(act: Activation, derivative: bool) -> bool:
+    # a file exists; it is loaded and validated only when hgm is used, so that a
+    # corrupt file cannot break methods that do not need it (closed forms)
+    from .algebra.cache import has_pfaffian
+
+    return act.holonomic and has_pfaffian(act.name, derivative)
 
 
 _HGM_EVALUATORS: dict = {}
@@ -154,9 +182,9 @@ def _hgm(act, a, b, c, derivative, tol: float | None = None, **options):
 
 register_method(DualMethod("closed", "closed form (math.md §6)", _closed_available, _closed))
 register_method(DualMethod("hgm", "holonomic gradient method (series + Pfaffian ODE)",
-                           lambda act, d: _pfaffian(act, d) is not None, _hgm))
+                           _hgm_available, _hgm, MAX_NUMERIC_VARIANCE))
 register_method(DualMethod("quad", "nested Gauss–Legendre quadrature split at the kink",
-                           lambda act, d: True, _quad))
+                           lambda act, d: True, _quad, MAX_NUMERIC_VARIANCE))
 register_method(DualMethod("gh", "Gauss–Hermite tensor rule (math.md §7)",
                            lambda act, d: True, _gh))
 
@@ -203,18 +231,49 @@ def dual(activation: str | Activation, a, b, c, *, derivative: bool = False,
     a, b, c = validate_covariance(a, b, c)
     name = resolve_method(act, derivative, method, npoints=a.size)
     zero = (a == 0) | (b == 0)
+    _check_range(act, name, a, b, c, ~zero, METHODS[name].max_variance)
     if not np.any(zero):
-        return np.asarray(METHODS[name].evaluate(act, a, b, c, derivative, **options),
-                          dtype=float)
+        return _finite(np.asarray(METHODS[name].evaluate(act, a, b, c, derivative, **options),
+                                  dtype=float), act, name, a, b, c)
     # a zero variance (a zero input row) means u ≡ 0: D = f(0)·E f(√b z), the same
     # convention for every method (closed forms would take the ρ → 0 limit instead)
     f = act.function(derivative)
     out = np.empty(a.shape)
-    out[zero] = expect_pair_1d(f, f, np.sqrt(a[zero]), np.sqrt(b[zero]))
+    if float(np.asarray(f(np.zeros(1)))[0]) == 0.0:
+        out[zero] = 0.0                                  # f(0) = 0: exactly zero
+    else:
+        _check_range(act, "the 1-D integral of a zero row", a, b, c, zero,
+                     MAX_NUMERIC_VARIANCE)
+        out[zero] = expect_pair_1d(f, f, np.sqrt(a[zero]), np.sqrt(b[zero]))
     keep = ~zero
     if np.any(keep):
         out[keep] = METHODS[name].evaluate(act, a[keep], b[keep], c[keep], derivative, **options)
-    return out
+    return _finite(out, act, name, a, b, c)
+
+
+def _finite(values: np.ndarray, act: Activation, method: str, a, b, c) -> np.ndarray:
+    """``values``, or NumericalError naming the first Λ whose value is not finite."""
+    bad = ~np.isfinite(values)
+    if np.any(bad):
+        i = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape) if bad.ndim else ()
+        ai, bi, ci = (np.broadcast_to(x, bad.shape)[i] for x in (a, b, c))
+        raise NumericalError(f"{act.name}: method {method} gave a non-finite value "
+                             f"({float(values[i])!r}) beyond the double range",
+                             float(ai), float(bi), float(ci))
+    return values
+
+
+def _check_range(act: Activation, method: str, a, b, c, where, limit: float) -> None:
+    """NumericalError naming the first Λ whose variance is beyond ``limit``."""
+    if limit == math.inf:
+        return
+    over = where & ((a > limit) | (b > limit))
+    if np.any(over):
+        i = np.unravel_index(int(np.flatnonzero(over)[0]), a.shape) if a.ndim else ()
+        raise NumericalError(
+            f"{act.name}: variance beyond the range of {method} (a, b ≤ {limit:g}; its "
+            "nodes must resolve σ(√a z)); rescale the inputs or use method gh",
+            float(a[i]), float(b[i]), float(c[i]))
 
 
 def second_moment(activation: str | Activation, a, *, derivative: bool = False,

@@ -12,7 +12,11 @@ field number) and quotes the offending value.  Rules:
 * every data cell is a finite number with ``|x| <= MAX_ABS`` (1e150): larger
   values would overflow (to inf) in squared norms and inner products
   ``x·x'`` (1e150² = 1e300, close to the double limit 1.8e308);
-* a single data row, duplicate rows and all-zero rows are valid.
+* a single data row, duplicate rows and all-zero rows are valid;
+* numbers are ASCII only (``float()`` would also take Arabic-Indic or
+  full-width digits and a no-break-space prefix: those are rejected);
+* a file is at most ``MAX_INPUT_BYTES`` (256 MiB) and is read in chunks, so an
+  endless stream (``/dev/zero``) or a huge file stops early with a clear message.
 
 Writers produce CSV with every float written as ``repr(float)`` (the shortest
 string that reads back to the same double) or ``.npy``, always atomically.
@@ -24,6 +28,7 @@ import csv
 import io
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +43,16 @@ MAX_ABS = 1e150
 """Largest accepted |value| in an input CSV (squares must not overflow)."""
 
 OUTPUT_SUFFIXES = (".csv", ".txt", ".npy")
+
+MAX_INPUT_BYTES = 256 * 1024 * 1024
+"""Largest accepted input file (a 256 MiB CSV is ~10 million cells; its parse
+needs several times that in memory)."""
+
+_CHUNK = 1 << 20
+# a decimal number in ASCII, with optional ASCII blanks around it; the words nan/inf are
+# matched too, so that they get the "not finite" message instead of "non-numeric"
+_NUMBER = re.compile(r"[ \t]*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+                     r"|nan|inf|infinity)[ \t]*", re.IGNORECASE)
 
 
 @dataclass
@@ -59,8 +74,8 @@ class CSVTable:
 
 
 def _float(text: str) -> float:
-    """float() without Python-only spellings such as ``1_000``."""
-    if "_" in text:
+    """float() of an ASCII decimal number only (no ``1_000``, no Unicode digits or spaces)."""
+    if not _NUMBER.fullmatch(text):
         raise ValueError(text)
     return float(text)
 
@@ -84,7 +99,8 @@ def _parse_cell(path: str, text: str, line: int, column: int, name: str | None) 
     try:
         value = _float(text)
     except ValueError:
-        raise CSVInputError(path, f"non-numeric value {_clip(text)!r}{where}",
+        hint = "" if text.isascii() else " (only ASCII digits, signs, '.', 'e' and blanks)"
+        raise CSVInputError(path, f"non-numeric value {_clip(text)!r}{where}{hint}",
                             line, column) from None
     if not math.isfinite(value):
         raise CSVInputError(path, f"value {_clip(text)!r}{where} is not finite "
@@ -122,9 +138,26 @@ def _resolve_target(path: str, target: str | int, header: list[str] | None,
 
 
 def _read_text(path: str) -> str:
+    """The file's text, read in chunks: at most MAX_INPUT_BYTES, no NUL bytes."""
+    chunks: list[bytes] = []
+    size = 0
     try:
         with open(path, "rb") as fh:
-            raw = fh.read()
+            while True:
+                chunk = fh.read(_CHUNK)
+                if not chunk:
+                    break
+                if b"\x00" in chunk:
+                    line = b"".join(chunks).count(b"\n") + chunk[:chunk.index(b"\x00")].count(
+                        b"\n") + 1
+                    raise CSVInputError(path, "contains NUL bytes: not a text CSV file", line)
+                size += len(chunk)
+                if size > MAX_INPUT_BYTES:
+                    raise CSVInputError(path, f"file too large (more than {MAX_INPUT_BYTES} "
+                                        "bytes); split it or reduce it")
+                chunks.append(chunk)
+        raw = b"".join(chunks)
+        del chunks
     except FileNotFoundError:
         raise CSVInputError(path, "no such file") from None
     except IsADirectoryError:
@@ -143,9 +176,6 @@ def load_table(path: str | os.PathLike, *, target: str | int | None = None) -> C
     """Parse a numeric CSV file strictly (see the module docstring for the rules)."""
     path = os.fspath(path)
     text = _read_text(path)
-    if "\x00" in text:
-        raise CSVInputError(path, "contains NUL bytes: not a text CSV file",
-                            text[: text.index("\x00")].count("\n") + 1)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[tuple[int, list[str]]] = []
     try:
@@ -269,7 +299,11 @@ def format_csv(array: np.ndarray, header: Sequence[str] | None = None) -> str:
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
-    """Validate an output path before any work is done (suffix, existing folder)."""
+    """Validate an output path before any work is done (suffix, existing writable folder).
+
+    Writability is probed by creating and removing a temporary file in the folder
+    (``os.access`` is wrong for root and for read-only file systems).
+    """
     p = Path(path)
     if p.suffix.lower() not in OUTPUT_SUFFIXES:
         raise InputError(f"{p}: unsupported output format {p.suffix or '(no suffix)'!r}; "
@@ -279,7 +313,23 @@ def check_output_path(path: str | os.PathLike) -> Path:
         raise InputError(f"{p}: output folder {str(parent)!r} does not exist")
     if p.is_dir():
         raise InputError(f"{p}: is a directory")
+    probe_writable(parent, f"{p}: output folder {str(parent)!r}")
     return p
+
+
+def probe_writable(folder: Path, what: str) -> None:
+    """Raise InputError unless a file can be created in ``folder`` (created and removed)."""
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".ntkhgm-probe.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise InputError(f"{what} is not writable ({exc.strerror or exc})") from None
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
 
 
 def write_array(path: str | os.PathLike | None, array: np.ndarray,

@@ -24,6 +24,7 @@ import numpy as np
 from .activations import Activation
 from .duals import as_activation, c_sigma, dual, resolve_method
 from .errors import InputError
+from .numeric.covariance import sqrt_product
 
 KINDS = ("ntk", "nngp")
 CONVENTIONS = ("arora", "nt")
@@ -48,8 +49,8 @@ def _check_inputs(X1, X2, depth, kind, convention, W_std, b_std):
         raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     if convention == "arora" and (W_std != 1.0 or b_std != 0.0):
         raise InputError("W_std and b_std apply to convention 'nt' only")
-    if not (np.isfinite(W_std) and np.isfinite(b_std)):
-        raise InputError("W_std and b_std must be finite")
+    if not (abs(W_std) <= 1e150 and abs(b_std) <= 1e150):  # squares must stay finite
+        raise InputError("W_std and b_std must be finite with |value| ≤ 1e150")
     return X1, X2
 
 
@@ -65,7 +66,7 @@ def _layer_duals(act: Activation, diag1, diag2, cross, symmetric: bool, *,
         b = np.broadcast_to(diag2[None, :], cross.shape).ravel()
         c = cross.ravel()
     # clamp the rounding of earlier layers into the valid cone
-    root = np.sqrt(a * b)
+    root = sqrt_product(a, b)  # not np.sqrt(a * b): a·b under/overflows for tiny/huge rows
     c = np.clip(c, -root, root)
 
     def evaluate(derivative, aa, bb, cc):

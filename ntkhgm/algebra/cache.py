@@ -31,7 +31,13 @@ from ..errors import (
     UnknownActivationError,
 )
 from .annihilator import Annihilator, parse_annihilator
-from .pfaffian import _NAME, PfaffianSystem, RationalFunction, check_integrability_exact
+from .pfaffian import (
+    _NAME,
+    MAX_FILE_BYTES,
+    PfaffianSystem,
+    RationalFunction,
+    check_integrability_exact,
+)
 
 __all__ = ["load_pfaffian", "store_pfaffian", "has_pfaffian", "compute_pfaffian",
            "user_cache_dir", "data_dir", "pfaffian_path", "resolve_annihilator"]
@@ -81,8 +87,12 @@ def load_file(path: Path) -> PfaffianSystem:
         hit = _MEMO.get(key)
     if hit is not None:
         return hit
+    if st.st_size > MAX_FILE_BYTES:  # before reading it: a huge file costs nothing
+        raise PfaffianFileError(f"{path}: file too large ({st.st_size} bytes > "
+                                f"{MAX_FILE_BYTES})")
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)  # bounded even if it grew since the stat
     except OSError as exc:
         raise PfaffianFileError(f"{path}: cannot read ({exc.strerror})") from None
     system = PfaffianSystem.from_json(data, source=str(path))
@@ -115,8 +125,23 @@ def load_pfaffian(activation: str, derivative: bool) -> PfaffianSystem | None:
                     system.derivative != derivative:
                 raise PfaffianFileError(f"{path}: holds {system.key}, not "
                                         f"{_stem(activation, derivative)}")
+            _check_derivation_input(system, path)
             return system
     return None
+
+
+def _check_derivation_input(system: PfaffianSystem, path: Path) -> None:
+    """A catalog entry's file must be derived from the catalog's own annihilator."""
+    from ..activations import get_activation
+
+    try:
+        act = get_activation(system.activation)
+    except UnknownActivationError:
+        return  # a user activation: its σ expression is checked against the system later
+    expected = act.annihilator_of(system.derivative)
+    if expected is not None and parse_annihilator(expected).text() != system.annihilator:
+        raise PfaffianFileError(f"{path}: derived from the annihilator {system.annihilator}, "
+                                f"not {act.name}'s {parse_annihilator(expected).text()}")
 
 
 def has_pfaffian(activation: str, derivative: bool) -> bool:
@@ -130,9 +155,18 @@ def has_pfaffian(activation: str, derivative: bool) -> bool:
 def store_pfaffian(system: PfaffianSystem, directory: str | os.PathLike | None = None) -> Path:
     """Write ``system`` atomically to the user cache (or ``directory``); return the path."""
     d = Path(directory) if directory is not None else user_cache_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    path = pfaffian_path(system.activation, system.derivative, d)
-    atomic_write_text(path, system.to_json())
+    if d.is_symlink():
+        # the cache is written by ntkhgm alone; a link may point into a system folder
+        raise InputError(f"cache folder {d} is a symbolic link; ntkhgm does not write "
+                         "through it (set NTKHGM_CACHE_DIR to a real folder)")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        path = pfaffian_path(system.activation, system.derivative, d)
+        atomic_write_text(path, system.to_json())
+    except OSError as exc:
+        raise InputError(f"cannot write to the cache folder {d} "
+                         f"({exc.strerror or exc}); set NTKHGM_CACHE_DIR to a writable "
+                         "folder") from None
     return path
 
 

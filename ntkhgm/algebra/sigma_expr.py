@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +41,13 @@ __all__ = ["SigmaExpression", "parse_sigma", "SigmaSyntaxError", "check_annihila
 MAX_LENGTH = 500
 MAX_DEPTH = 32
 MAX_NODES = 300
+MAX_EXPONENT = 64
+"""Largest |exponent| of a power whose exponent is a constant (sympy computes
+constant powers exactly: ``9^9^9^9`` would run for hours)."""
+MAX_NUMBER = 1e30
+"""Largest |value| of a constant sub-expression (numbers and constant powers)."""
+CHECK_TIMEOUT_S = 20.0
+"""Time limit of the symbolic check :func:`check_annihilates` (main thread)."""
 
 _FUNCS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "sin": np.sin, "cos": np.cos,
@@ -150,15 +160,30 @@ class _Parser(TokenCursor):
             if d >= MAX_DEPTH:
                 _fail(self.text, "nesting too deep", p)
             self.take()
-            n = self.node(("op", "^", n, self.unary(d + 1)), p)
+            exponent = self.unary(d + 1)
+            self._check_constant(exponent, p, exponent=True)
+            n = self.node(("op", "^", n, exponent), p)
+            self._check_constant(n, p)
         return n
+
+    def _check_constant(self, n: Node, pos: int, exponent: bool = False) -> None:
+        """Budget: a constant exponent within ±MAX_EXPONENT, a constant value within MAX_NUMBER."""
+        if _has_u(n):
+            return
+        with np.errstate(all="ignore"):
+            value = float(np.asarray(_evaluate(n, np.zeros(1)), dtype=float).ravel()[0])
+        limit = MAX_EXPONENT if exponent else MAX_NUMBER
+        if not (math.isfinite(value) and abs(value) <= limit):
+            what = "exponent" if exponent else "constant"
+            _fail(self.text, f"{what} out of range (must be a real number with "
+                  f"|{what}| ≤ {limit:g})", pos)
 
     def atom(self, d):
         k, t, p = self.take()
         if k == "num":
             v = float(t)
-            if not math.isfinite(v):
-                _fail(self.text, "number out of range", p)
+            if not (math.isfinite(v) and abs(v) <= MAX_NUMBER):
+                _fail(self.text, f"number out of range (|x| ≤ {MAX_NUMBER:g})", p)
             return self.node(("num", v), p)
         if k == "name":
             if t == "u":
@@ -184,6 +209,19 @@ class _Parser(TokenCursor):
                 _fail(self.text, "missing ')'", p3)
             return n
         _fail(self.text, "unexpected end" if k == "end" else f"unexpected {t!r}", p)
+
+
+def _has_u(n: Node) -> bool:
+    tag = n[0]
+    if tag == "u":
+        return True
+    if tag == "num":
+        return False
+    if tag == "neg":
+        return _has_u(n[1])
+    if tag == "fn":
+        return _has_u(n[2])
+    return _has_u(n[2]) or _has_u(n[3])
 
 
 def _evaluate(n: Node, u: np.ndarray):
@@ -268,8 +306,59 @@ def parse_sigma(text: str) -> SigmaExpression:
     return SigmaExpression(_canonical(tree), tree)
 
 
-def check_annihilates(ann: Annihilator, expr: SigmaExpression, *, tol: float = 1e-8) -> float:
-    """max |L•f| / scale at sample points u ≠ 0 (math.md §3); raise InputError if not small."""
+@contextmanager
+def time_limit(seconds: float, what: str) -> Iterator[None]:
+    """Raise InputError when the block runs longer than ``seconds`` (main thread only).
+
+    Uses SIGALRM, so it interrupts Python-level work (sympy, mpmath) between
+    byte codes; the parser's size caps keep single C-level operations short.
+    In other threads the block runs without a timer.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _Expired
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _Expired:
+        raise InputError(f"{what} took longer than {seconds:g} s; simplify the "
+                         "expression") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class _Expired(BaseException):
+    """The time limit of :func:`time_limit` ran out."""
+
+
+def check_annihilates(ann: Annihilator, expr: SigmaExpression, *, tol: float = 1e-8,
+                      timeout: float = CHECK_TIMEOUT_S) -> float:
+    """max |L•f| / scale at sample points u ≠ 0 (math.md §3); raise InputError if not small.
+
+    The ratio is formed in 30-digit arithmetic, so values beyond the double range
+    are compared correctly; a ratio that is not a finite real number (overflow,
+    0/0, a complex value) fails the check — it never passes by being dropped.
+    The check runs under ``timeout`` seconds.
+    """
+    with time_limit(timeout, f"checking {expr.text} against {ann.text()}"):
+        try:
+            return _check_annihilates(ann, expr, tol)
+        except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"the annihilator {ann.text()} cannot be checked on {expr.text}: "
+                             f"{type(exc).__name__} in the symbolic evaluation (values beyond "
+                             "any floating-point range?)") from None
+
+
+def _check_annihilates(ann: Annihilator, expr: SigmaExpression, tol: float) -> float:
     import sympy
 
     u = sympy.Symbol("u", real=True)
@@ -277,11 +366,20 @@ def check_annihilates(ann: Annihilator, expr: SigmaExpression, *, tol: float = 1
     lf = ann.apply_to_sympy(f, u)
     worst = 0.0
     for x in (-2.3, -1.1, -0.45, 0.37, 0.9, 1.7, 2.6):
-        val = complex(lf.subs(u, sympy.Float(x, 30)).evalf(30))
-        scale = 1.0 + sum(abs(float(c)) * abs(x) ** a * abs(complex(
-            sympy.diff(f, u, b).subs(u, sympy.Float(x, 30)).evalf(30)))
-            for a, b, c in ann.terms)
-        worst = max(worst, abs(val) / scale)
+        X = sympy.Float(x, 30)
+        val = sympy.Abs(lf.subs(u, X).evalf(30))
+        scale = 1 + sum(abs(sympy.Rational(c.numerator, c.denominator)) * abs(X) ** a *
+                        sympy.Abs(sympy.diff(f, u, b).subs(u, X).evalf(30))
+                        for a, b, c in ann.terms)
+        ratio = (val / scale).evalf(30)
+        try:
+            r = float(ratio) if ratio.is_real else math.nan
+        except (TypeError, ValueError, OverflowError):
+            r = math.nan
+        if not math.isfinite(r):
+            raise InputError(f"the annihilator {ann.text()} cannot be checked on {expr.text}: "
+                             f"no finite residual at u = {x} (overflow or undefined value)")
+        worst = max(worst, r)
     if not worst <= tol:
         raise InputError(f"the annihilator {ann.text()} does not annihilate {expr.text} "
                          f"(relative residual {worst:.1e} away from u = 0)")

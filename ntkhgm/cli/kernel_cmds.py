@@ -185,6 +185,7 @@ def dual_cmd(activation: str, a: float, b: float, c: float, derivative: bool,
     relative column divides by the Cauchy–Schwarz scale √(D(a,a,a)·D(b,b,b)).
     """
     from ..duals import as_activation, available_methods, dual, validate_covariance
+    from ..numeric.covariance import sqrt_product
 
     act = as_activation(activation)
     validate_covariance(a, b, c)
@@ -204,14 +205,15 @@ def dual_cmd(activation: str, a: float, b: float, c: float, derivative: bool,
                               + "; ".join(f"{m}: {e}" for m, _, _, e in rows))
         ref_method, ref = good[0][0], good[0][1]
         try:
-            scale = float(np.sqrt(dual(act, a, a, a, derivative=derivative, method=ref_method)
-                                  * dual(act, b, b, b, derivative=derivative,
-                                         method=ref_method)))
+            scale = float(sqrt_product(  # not √(xy): the product may overflow
+                dual(act, a, a, a, derivative=derivative, method=ref_method),
+                dual(act, b, b, b, derivative=derivative, method=ref_method)))
         except NtkhgmError:
             scale = float("nan")
 
     what = "σ'(u)σ'(v)" if derivative else "σ(u)σ(v)"
-    rho = c / np.sqrt(a * b) if a * b > 0 else float("nan")
+    root = float(sqrt_product(a, b))
+    rho = c / root if root > 0 else float("nan")
     title = f"E[{what}] for {act.name}, Λ = [[{a!r}, {c!r}], [{c!r}, {b!r}]], ρ = {rho:.6g}"
     table = Table()
     for col, justify in (("method", "left"), ("value", "right"), (f"|Δ| vs {ref_method}", "right"),

@@ -121,6 +121,7 @@ def pfaffian_cmd(activation, annihilator, dannihilator, name, sigma, dsigma, der
         if be is not None:
             be.close()
     assert selected is not None
+    _cross_check(selected)   # served or computed: it must match σ's own moments (issue 13)
 
     if check:
         _check(selected, con)
@@ -138,6 +139,26 @@ def pfaffian_cmd(activation, annihilator, dannihilator, name, sigma, dsigma, der
         atomic_write_text(output, text)
     else:
         click.echo(text, nl=False)
+
+
+def _cross_check(system) -> None:
+    """checks.cross_check_system against σ (the file's expression or the catalog's)."""
+    from ..activations import get_activation
+    from ..algebra.annihilator import parse_annihilator
+    from ..checks import cross_check_system
+    from ..errors import UnknownActivationError
+
+    f = system.function()
+    if f is None:
+        try:
+            act = get_activation(system.activation)
+        except UnknownActivationError:
+            return  # a user system without σ: nothing independent to compare with
+        ann = act.annihilator_of(system.derivative)
+        if ann is None or parse_annihilator(ann).text() != system.annihilator:
+            return
+        f = act.function(system.derivative)
+    cross_check_system(system, f)
 
 
 def _mono(m: tuple[int, int, int]) -> str:

@@ -11,7 +11,7 @@ from functools import cache
 
 import numpy as np
 
-from .covariance import correlation
+from .covariance import correlation, sqrt_product
 
 
 def _angle(a, b, c):
@@ -49,7 +49,7 @@ def rectified_monomial(n: int, a, b, c):
 def relu(a, b, c):
     """Arc-cosine kernel √(ab)/(2π)(√(1−ρ²) + (π − arccos ρ)ρ)."""
     r, th = _angle(a, b, c)
-    return r * (np.sin(th) + (np.pi - th) * np.cos(th)) / (2 * np.pi)
+    return r * ((np.sin(th) + (np.pi - th) * np.cos(th)) / (2 * np.pi))
 
 
 def step(a, b, c):
@@ -58,34 +58,67 @@ def step(a, b, c):
     return (np.pi - th) / (2 * np.pi)
 
 
+# The forms below avoid products of variances (1 + 2a)(1 + 2b), which overflow for
+# a, b ≳ 1e154, and e^{−(a+b)/2}·sinh c, which is 0·inf for large a, b, c (issue 13).
+
+def _hyp_root(a, b, shift):
+    """√((a + shift)(b + shift)) without forming the product."""
+    return sqrt_product(a + shift, b + shift)
+
+
 def erf(a, b, c):
     """E[erf u erf v] = (2/π) arcsin(2c/√((1+2a)(1+2b)))."""
-    return 2 / np.pi * np.arcsin(2 * c / np.sqrt((1 + 2 * a) * (1 + 2 * b)))
+    return 2 / np.pi * np.arcsin(c / _hyp_root(a, b, 0.5))
+
+
+def _sqrt_shifted_det(a, b, c, shift):
+    """√((a+s)(b+s) − c²) = √((ab − c²) + s(a+b) + s²), overflow-free.
+
+    ab − c² comes as (g − |c|)(g + |c|) with g = √(ab) (exact where c² = ab);
+    everything is divided by t = max(g, 1) before the square root and √t is
+    multiplied back, so nothing overflows for a, b up to the double range.
+    """
+    g = sqrt_product(a, b)
+    t = np.maximum(g, 1.0)
+    cc = np.minimum(np.abs(c), g)
+    scaled = (np.maximum(g - cc, 0.0) * (g / t + cc / t) + shift * (a / t) + shift * (b / t)
+              + shift * shift / t)
+    return np.sqrt(t) * np.sqrt(scaled)
 
 
 def erf_derivative(a, b, c):
     """E[σ'σ'] for σ' = (2/√π)e^{−u²}: (4/π)/√((1+2a)(1+2b) − 4c²)."""
-    return 4 / np.pi / np.sqrt((1 + 2 * a) * (1 + 2 * b) - 4 * c * c)
+    return 2 / np.pi / _sqrt_shifted_det(a, b, c, 0.5)
 
 
 def normcdf(a, b, c):
     """E[Φ(u)Φ(v)] = 1/4 + arcsin(c/√((1+a)(1+b)))/(2π)."""
-    return 0.25 + np.arcsin(c / np.sqrt((1 + a) * (1 + b))) / (2 * np.pi)
+    return 0.25 + np.arcsin(c / _hyp_root(a, b, 1.0)) / (2 * np.pi)
 
 
 def normcdf_derivative(a, b, c):
     """E[φ(u)φ(v)] = 1/(2π√((1+a)(1+b) − c²))."""
-    return 1 / (2 * np.pi * np.sqrt((1 + a) * (1 + b) - c * c))
+    return 1 / (2 * np.pi) / _sqrt_shifted_det(a, b, c, 1.0)
+
+
+def _hyperbolic(a, b, c, sign: float):
+    """e^{−m}(e^c + sign·e^{−c})/2 with m = (a+b)/2 ≥ |c|: the product form where it is
+    finite (it keeps the relative accuracy of sinh near c = 0), else the exponent form."""
+    m = 0.5 * a + 0.5 * b
+    with np.errstate(over="ignore", invalid="ignore"):
+        direct = np.exp(-m) * (np.sinh(c) if sign < 0 else np.cosh(c))
+        shifted = 0.5 * (np.exp(c - m) + sign * np.exp(-c - m))
+    return np.where(m <= 700.0, direct, shifted)
 
 
 def sin(a, b, c):
     """E[sin u sin v] = e^{−(a+b)/2} sinh c."""
-    return np.exp(-(a + b) / 2) * np.sinh(c)
+    return _hyperbolic(a, b, c, -1.0)
 
 
 def cos(a, b, c):
     """E[cos u cos v] = e^{−(a+b)/2} cosh c."""
-    return np.exp(-(a + b) / 2) * np.cosh(c)
+    return _hyperbolic(a, b, c, 1.0)
 
 
 _BY_NAME = {

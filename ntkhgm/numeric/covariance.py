@@ -1,8 +1,8 @@
 """Correlation coordinates of Λ = [[a, c], [c, b]], computed one way everywhere.
 
 √(ab), ρ = c/√(ab), s = √(1 − ρ²) and θ = arccos ρ, with 1 − ρ² taken from
-δ = ab − c² = (√(ab) − |c|)(√(ab) + |c|), which keeps full relative accuracy
-near |ρ| = 1; Λ is degenerate exactly where √(ab) = 0 or δ = 0.
+(1 − |ρ|)(1 + |ρ|) and 1 − |ρ| = (√(ab) − |c|)/√(ab), which keeps full relative
+accuracy near |ρ| = 1; Λ is degenerate exactly where √(ab) = 0 or |c| = √(ab).
 """
 
 from __future__ import annotations
@@ -20,12 +20,38 @@ class Correlation(NamedTuple):
     degenerate: np.ndarray  # √(ab) = 0 or c² = ab
 
 
+def sqrt_product(a, b) -> np.ndarray:
+    """√(ab) for a, b ≥ 0 anywhere in the double range, as accurate as √(fl(ab)).
+
+    a·b itself under- or overflows for a, b ≲ 1e-154 or ≳ 1e154 (rows with |x| ≲ 1e-81
+    or ≳ 1e77); the mantissas are multiplied instead and the power of two is halved
+    exactly.  √a·√b would round twice: √(ab) must be exactly a when a = b, or
+    1 − ρ near ρ = 1 loses all its digits.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    ma, ea = np.frexp(a)
+    mb, eb = np.frexp(b)
+    e = ea + eb
+    odd = (e % 2) != 0
+    m = ma * mb * np.where(odd, 2.0, 1.0)          # exact: a power-of-two factor
+    with np.errstate(invalid="ignore"):
+        return np.ldexp(np.sqrt(m), (e - odd) // 2)
+
+
 def correlation(a, b, c) -> Correlation:
+    """The coordinates of the module docstring, for a, b from 0 up to the double range.
+
+    √(ab) comes from :func:`sqrt_product` and 1 − ρ² as ((√(ab) − |c|)/√(ab))·(1 + |c|/√(ab)), so
+    nothing overflows for a, b near 1e308 or underflows for a, b near 1e-300 (a·b
+    itself would; issue 13).
+    """
     a, b, c = (np.asarray(x, dtype=float) for x in (a, b, c))
-    root = np.sqrt(a * b)
-    delta = np.maximum((root - np.abs(c)) * (root + np.abs(c)), 0.0)
-    safe = np.where(root > 0, root, 1.0)
-    rho = np.where(root > 0, np.clip(c / safe, -1.0, 1.0), 0.0)
-    s = np.where(root > 0, np.sqrt(delta) / safe, 1.0)
-    theta = np.where(root > 0, np.arctan2(np.sqrt(delta), c), 0.5 * np.pi)
-    return Correlation(root, rho, s, theta, (root == 0) | (delta == 0))
+    root = sqrt_product(a, b)
+    positive = root > 0
+    safe = np.where(positive, root, 1.0)
+    ratio = c / safe
+    minus = np.maximum(root - np.abs(c), 0.0) / safe     # 1 − |ρ|, relatively accurate
+    rho = np.where(positive, np.clip(ratio, -1.0, 1.0), 0.0)
+    s = np.where(positive, np.sqrt(minus) * np.sqrt(1.0 + np.minimum(np.abs(ratio), 1.0)), 1.0)
+    theta = np.where(positive, np.arctan2(s, ratio), 0.5 * np.pi)
+    return Correlation(root, rho, s, theta, ~positive | (minus == 0))

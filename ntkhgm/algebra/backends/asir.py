@@ -134,7 +134,8 @@ class AsirBackend(Backend):
             self._session = CASSession(
                 "Risa/Asir", [self.executable, "-quiet"], env=env, timeout=self._timeout,
                 error_detector=_asir_error, marker=lambda m: f'print("{m}")$',
-                startup=f'ctrl("no_debug_on_error",1)$\nload("{script}")$')
+                startup=f'ctrl("no_debug_on_error",1)$\nload("{script}")$',
+                interrupt_texts=("interrupt ?(",))
         return self._session
 
     def version(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import math
 import os
 import resource
 import signal
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 
 import pexpect
 
-from ...errors import BackendCrashError, BackendNotFoundError, BackendTimeoutError
+from ...errors import BackendCrashError, BackendNotFoundError, BackendTimeoutError, InputError
 from ..annihilator import Annihilator
 
 __all__ = ["Backend", "BackendResult", "CASSession", "default_timeout", "memory_limit"]
@@ -33,22 +34,44 @@ __all__ = ["Backend", "BackendResult", "CASSession", "default_timeout", "memory_
 _LIVE: weakref.WeakSet[CASSession] = weakref.WeakSet()
 
 
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+"""Largest accepted ``NTKHGM_CAS_TIMEOUT`` (a week; select() rejects far larger values)."""
+MEMORY_MB_RANGE = (64, 1 << 24)
+"""Accepted ``NTKHGM_CAS_MEMORY_MB``: 64 MiB .. 16 TiB (smaller cannot start a CAS)."""
+
+
 def default_timeout() -> float:
-    """Seconds one CAS stage may take: env ``NTKHGM_CAS_TIMEOUT`` (default 600)."""
-    try:
-        return float(os.environ.get("NTKHGM_CAS_TIMEOUT", "600"))
-    except ValueError:
+    """Seconds one CAS stage may take: env ``NTKHGM_CAS_TIMEOUT`` (default 600).
+
+    A value that is not a finite number in (0, MAX_TIMEOUT_S] is an InputError:
+    a typo must never mean "no limit" or a silent default.
+    """
+    raw = os.environ.get("NTKHGM_CAS_TIMEOUT", "").strip()
+    if not raw:
         return 600.0
-
-
-def memory_limit() -> int | None:
-    """Address-space limit for the CAS in bytes: env ``NTKHGM_CAS_MEMORY_MB`` (default 8192)."""
-    raw = os.environ.get("NTKHGM_CAS_MEMORY_MB", "8192")
     try:
-        mb = int(raw)
+        value = float(raw)
     except ValueError:
-        return None
-    return mb * 1024 * 1024 if mb > 0 else None
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise InputError(f"NTKHGM_CAS_TIMEOUT={raw[:40]!r}: expected seconds, a number in "
+                         f"(0, {MAX_TIMEOUT_S:g}]")
+    return value
+
+
+def memory_limit() -> int:
+    """Address-space limit for the CAS in bytes: env ``NTKHGM_CAS_MEMORY_MB`` (default 8192).
+
+    Anything but an integer in MEMORY_MB_RANGE is an InputError (never "no limit").
+    """
+    raw = os.environ.get("NTKHGM_CAS_MEMORY_MB", "").strip()
+    if not raw:
+        return 8192 * 1024 * 1024
+    lo, hi = MEMORY_MB_RANGE
+    if not (raw.isascii() and raw.isdigit() and lo <= int(raw) <= hi):
+        raise InputError(f"NTKHGM_CAS_MEMORY_MB={raw[:40]!r}: expected an integer number of "
+                         f"MiB from {lo} to {hi}")
+    return int(raw) * 1024 * 1024
 
 
 class CASSession:
@@ -58,8 +81,12 @@ class CASSession:
                  timeout: float | None = None, memory_bytes: int | None = None,
                  error_detector: Callable[[str], str | None] | None = None,
                  startup: str | None = None, cwd: str | None = None,
-                 marker: Callable[[str], str] | None = None):
+                 marker: Callable[[str], str] | None = None,
+                 interrupt_texts: tuple[str, ...] = ()):
         self.name = name
+        # what the CAS prints when it gets SIGINT (it then waits for an answer on its
+        # terminal): seen instead of the end marker, it is an error at once
+        self.interrupt_texts = tuple(interrupt_texts)
         self._marker = marker
         self.timeout = default_timeout() if timeout is None else timeout
         self.error_detector = error_detector
@@ -114,7 +141,13 @@ class CASSession:
                 if line.strip():
                     self.proc.sendline(line)
             self.proc.sendline(self.marker_command(marker))
-            self.proc.expect_exact(marker, timeout=timeout)
+            hit = self.proc.expect_exact([marker, *self.interrupt_texts], timeout=timeout)
+            if hit:
+                partial = self._tail(self.proc.before)
+                self.kill()
+                raise BackendCrashError(
+                    f"{self.name}: the process was interrupted (SIGINT) and was killed"
+                    + (f" (last output: {partial})" if partial else ""))
         except pexpect.TIMEOUT:
             partial = self._tail(self.proc.before)
             self.kill()

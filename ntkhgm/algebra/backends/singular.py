@@ -130,7 +130,7 @@ class SingularBackend(Backend):
                 "Singular", [self.executable, "-q", "-t", "--no-rc", "--no-warn"],
                 env=env, timeout=self._timeout, error_detector=_singular_error,
                 marker=lambda m: f'print("{m}");',
-                startup='LIB "dmodapp.lib";')
+                startup='LIB "dmodapp.lib";', interrupt_texts=("// ** Interrupt at",))
         return self._session
 
     def version(self) -> str:
