@@ -275,7 +275,8 @@ class KernelRegressor:
     After :meth:`fit`: ``ridge_`` and ``depth_`` (the values used), ``loo_error_``
     (mean squared LOO residual, NaN for an explicit ridge), ``loo_`` (the whole
     :class:`LooChoice`), ``y_offset_``, ``alpha_`` = (K + λI)⁻¹(y − y_offset_),
-    ``X_train_`` (scaled training inputs), ``input_scale_`` (the fitted scaling).
+    ``X_train_`` (scaled training inputs), ``input_scale_`` (the fitted scaling),
+    ``centered_`` (whether the targets were centred).
     """
 
     def __init__(self, activation: str = "relu", depth: int | Sequence[int] = 1,
@@ -389,6 +390,7 @@ class KernelRegressor:
         self.alpha_ = linalg.cho_solve(self.factor_, yc, check_finite=False)
         self.ridge_, self.depth_ = ridge, depth
         self.y_offset_ = offset
+        self.centered_ = center
         self.input_scale_ = scaler
         self.X_train_ = Xs
         self.y_train_ = y
@@ -414,7 +416,7 @@ class KernelRegressor:
         X = self.input_scale_.transform(X)
         Kx = self._kernel(X, self.X_train_, progress=progress)
         mean = Kx @ self.alpha_
-        if self._centers():
+        if self.centered_:
             mean = mean + self.y_offset_
         if not (return_std or return_cov):
             return mean
