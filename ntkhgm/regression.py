@@ -103,7 +103,8 @@ class InputScale:
         return X / np.where(norm > 0, norm, 1.0)[:, None]
 
 
-def scale_inputs(X_train, X_other=None, mode: str = "auto"):
+def scale_inputs(X_train, X_other=None, mode: str = "auto"
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(scaled X_train, scaled X_other or None), the scale fitted on X_train."""
     sc = InputScale(mode).fit(X_train)
     return sc.transform(X_train), None if X_other is None else sc.transform(X_other)
@@ -228,9 +229,14 @@ def kernel_diag(X, *, activation, depth: int, kind: str = "ntk", convention: str
     instead of N².
     """
     from .duals import as_activation, c_sigma, dual, resolve_method
-    from .kernels import _check_inputs
 
-    X, _ = _check_inputs(X, None, depth, kind, convention, W_std, b_std)
+    X = _as_2d(X, "X")
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
+        raise InputError(f"depth must be a non-negative integer, got {depth!r}")
+    if kind not in ("ntk", "nngp") or convention not in ("arora", "nt"):
+        raise InputError(f"unknown kind {kind!r} or convention {convention!r}")
+    if convention == "arora" and (W_std != 1.0 or b_std != 0.0):
+        raise InputError("W_std and b_std apply to convention 'nt' only")
     act = as_activation(activation)
     w2, b2 = float(W_std) ** 2, float(b_std) ** 2
     sq = np.einsum("ij,ij->i", X, X)

@@ -25,6 +25,7 @@ estimator API: parameter handling, input validation, ``score``, tags.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import numpy as np
@@ -194,7 +195,7 @@ class _NeuralKernel(Kernel):
             if A is None:
                 return None
             A = np.ascontiguousarray(A, dtype=np.float64)
-            return (A.shape, hash(A.tobytes()))
+            return (A.shape, hashlib.blake2b(A.tobytes(), digest_size=20).digest())
         return (tuple(sorted(self._kw().items())), digest(X), digest(Y))
 
     def __getstate__(self):
