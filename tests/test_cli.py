@@ -246,6 +246,12 @@ def test_regress_defaults_report_loo_ridge_and_seed_setting_is_exact(tmp_path, s
     from scipy import linalg
     expected = Kt @ linalg.cho_solve(linalg.cho_factor(K + np.eye(len(Xtr))), ytr)
     np.testing.assert_array_equal(read_csv(seed)[0][:, 0], expected)
+    r = run("regress", train, test, "--target", "progression", "-a", "erf", "-L", "2",
+            "--ridge", "1", "--input-scale", "none", "--center", "-o", seed)
+    assert r.exit_code == 0 and "centred targets" in r.stdout  # the metrics (with -o)
+    m = ytr.mean()
+    expected = Kt @ np.linalg.solve(K + np.eye(len(Xtr)), ytr - m) + m
+    np.testing.assert_allclose(read_csv(seed)[0][:, 0], expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["none", "auto", "unit-norm"])

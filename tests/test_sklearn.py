@@ -14,7 +14,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, WhiteKernel
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
-from sklearn.svm import SVR
+from sklearn.svm import SVC, SVR
 from sklearn.utils.estimator_checks import check_estimator
 
 import ntkhgm
@@ -198,6 +198,11 @@ def test_kernel_ridge_and_svr(rows):
     svr = SVR(kernel="precomputed", C=10.0).fit(k(X), y)
     svr_callable = SVR(kernel=k, C=10.0).fit(X, y)
     np.testing.assert_allclose(svr.predict(k(Z, X)), svr_callable.predict(Z), rtol=1e-7)
+    labels = (y > np.median(y)).astype(int)
+    svc = SVC(kernel="precomputed", C=10.0).fit(k(X), labels)
+    svc_callable = SVC(kernel=k, C=10.0).fit(X, labels)
+    np.testing.assert_allclose(svc.decision_function(k(Z, X)),
+                               svc_callable.decision_function(Z), rtol=1e-7, atol=1e-9)
 
 
 def test_grid_search_and_cross_val_score(rows):
