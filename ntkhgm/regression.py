@@ -33,6 +33,8 @@ covariance from the NNGP K: K** − Θ*ᵀΘ⁻¹K*ᵀ − K*Θ⁻¹Θ* + Θ*ᵀ
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -199,24 +201,101 @@ def choose_ridge(kernels: dict[int, np.ndarray], y: np.ndarray, *, center: bool,
 # ----------------------------------------------------------------------------- kernels
 
 
+_ONE_PASS: bool | None = None
+
+
+def one_pass_available() -> bool:
+    """Whether ``ntkhgm.kernel`` accepts a list of depths (one recursion for all of them).
+
+    FALLBACK probe (until the ``scale`` branch's ``ntkhgm.kernel(..., depth=[...])``
+    is merged): one 1×1 ReLU kernel, asked for depths [0, 1], once per process.
+    """
+    global _ONE_PASS
+    if _ONE_PASS is None:
+        from .kernels import kernel
+
+        try:
+            out = kernel(np.ones((1, 1)), activation="relu", depth=[0, 1])
+        except (TypeError, InputError):
+            out = None  # FALLBACK: this kernel() takes one depth only
+        _ONE_PASS = isinstance(out, dict)
+    return _ONE_PASS
+
+
 def kernels_by_depth(X1, X2, depths: Sequence[int], **kw) -> dict[int, np.ndarray]:
     """{depth: K(X1, X2)} for several depths.
 
-    FALLBACK (until the ``scale`` branch's ``ntkhgm.kernel(..., depth=[...])`` is
-    merged): when ``kernel`` does not accept a list of depths, it is called once
-    per depth.  With the one-pass version this costs one call of the deepest.
+    One call of ``ntkhgm.kernel(..., depth=[...])`` where it accepts a list (the
+    deepest layer computes the shallower ones on the way); otherwise (FALLBACK,
+    until the ``scale`` branch is merged) one call per depth.
     """
     from .kernels import kernel
 
     depths = [int(d) for d in depths]
-    if len(depths) > 1:
-        try:
-            out = kernel(X1, X2, depth=list(depths), **kw)
-        except (TypeError, InputError):
-            out = None  # FALLBACK: this kernel() takes one depth only
-        if isinstance(out, dict):
-            return {d: out[d] for d in depths}
+    if len(depths) > 1 and one_pass_available():
+        out = kernel(X1, X2, depth=list(depths), **kw)
+        return {d: out[d] for d in depths}
     return {d: kernel(X1, X2, depth=d, **kw) for d in depths}
+
+
+def _digest(A) -> tuple | None:
+    if A is None:
+        return None
+    A = np.ascontiguousarray(A, dtype=np.float64)
+    return A.shape, hashlib.blake2b(A.tobytes(), digest_size=20).digest()
+
+
+class KernelCache:
+    """Kernel matrices shared by estimators: ``KernelRegressor(kernel_cache=KernelCache())``.
+
+    Keyed by the bytes of the (scaled) inputs and every kernel parameter but the
+    depth, so candidates of a ``GridSearchCV`` that differ only in ``ridge`` (or
+    ``center``) compute each fold's kernels once, and a grid over ``depth`` gets
+    all depths of a fold from one pass of ``ntkhgm.kernel(..., depth=[...])``
+    when it is available: a request for depth d computes depths 1…d together,
+    so list the depths deepest first (``{"depth": [3, 2, 1]}``).  ``clone`` (and
+    deepcopy) keep the same cache, on purpose.  Budget: at most ``max_bytes`` of
+    matrices, least recently used dropped first.  ``hits``/``misses`` count
+    requests answered from the cache / computed.
+    """
+
+    def __init__(self, max_bytes: int = 2 ** 30):
+        self.max_bytes = int(max_bytes)
+        self._store: OrderedDict = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __deepcopy__(self, memo) -> KernelCache:
+        return self  # shared by the clones of one search
+
+    def kernels(self, X1, X2, depths: Sequence[int], **kw) -> dict[int, np.ndarray]:
+        """{depth: K(X1, X2)}, from the cache where present."""
+        from .duals import as_activation
+
+        params = dict(kw)
+        params.pop("progress", None)
+        params["activation"] = as_activation(params["activation"]).name
+        key = (_digest(X1), _digest(X2), repr(sorted(params.items())))
+        have = self._store.setdefault(key, {})
+        self._store.move_to_end(key)
+        missing = [int(d) for d in depths if int(d) not in have]
+        if missing:
+            self.misses += 1
+            todo = missing
+            if one_pass_available():  # the shallower depths come free with the deepest
+                todo = sorted(set(range(1, max(missing) + 1)) | set(missing))
+            have.update(kernels_by_depth(X1, X2, todo, **kw))
+            self._evict()
+        else:
+            self.hits += 1
+        return {int(d): have[int(d)] for d in depths}
+
+    def _evict(self) -> None:
+        def size() -> int:
+            return sum(K.nbytes for entry in self._store.values() for K in entry.values())
+
+        while len(self._store) > 1 and size() > self.max_bytes:
+            self._store.popitem(last=False)
 
 
 def kernel_diag(X, *, activation, depth: int, kind: str = "ntk", convention: str = "arora",
@@ -276,7 +355,8 @@ class KernelRegressor:
     ``input_scale``: ``"auto"``, ``"unit-norm"`` or ``"none"`` (:class:`InputScale`).
     ``center``: subtract the training mean of y (``"auto"``: yes unless
     ``input_scale="none"``, the seed's setting).  ``method_options`` go to the
-    dual-activation method (``degree`` for gh, ``tol`` for hgm).
+    dual-activation method (``degree`` for gh, ``tol`` for hgm).  ``kernel_cache``:
+    a :class:`KernelCache` shared by estimators (e.g. the candidates of a grid search).
 
     After :meth:`fit`: ``ridge_`` and ``depth_`` (the values used), ``loo_error_``
     (mean squared LOO residual, NaN for an explicit ridge), ``loo_`` (the whole
@@ -289,7 +369,8 @@ class KernelRegressor:
                  ridge: float | str = "auto", *, kind: str = "ntk",
                  convention: str = "arora", W_std: float = 1.0, b_std: float = 0.0,
                  method: str = "auto", input_scale: str = "auto",
-                 center: bool | str = "auto", method_options: dict | None = None):
+                 center: bool | str = "auto", method_options: dict | None = None,
+                 kernel_cache: KernelCache | None = None):
         self.activation = activation
         self.depth = depth
         self.ridge = ridge
@@ -301,9 +382,10 @@ class KernelRegressor:
         self.input_scale = input_scale
         self.center = center
         self.method_options = method_options
+        self.kernel_cache = kernel_cache
 
     _PARAMS = ("activation", "depth", "ridge", "kind", "convention", "W_std", "b_std",
-               "method", "input_scale", "center", "method_options")
+               "method", "input_scale", "center", "method_options", "kernel_cache")
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor parameters (scikit-learn style)."""
@@ -328,14 +410,18 @@ class KernelRegressor:
                     convention=self.convention, W_std=self.W_std, b_std=self.b_std,
                     method=self.method, **dict(self.method_options or {}))
 
-    def _kernel(self, X1, X2=None, progress: Progress | None = None, *,
-                kind: str | None = None) -> np.ndarray:
-        from .kernels import kernel
-
+    def _kernels(self, X1, X2, depths: Sequence[int], progress: Progress | None = None, *,
+                 kind: str | None = None) -> dict[int, np.ndarray]:
         kw = self._kernel_kw(kind)
         if progress is not None:
             kw["progress"] = progress
-        return kernel(X1, X2, depth=self.depth_, **kw)
+        if self.kernel_cache is not None:
+            return self.kernel_cache.kernels(X1, X2, depths, **kw)
+        return kernels_by_depth(X1, X2, depths, **kw)
+
+    def _kernel(self, X1, X2=None, progress: Progress | None = None, *,
+                kind: str | None = None) -> np.ndarray:
+        return self._kernels(X1, X2, [self.depth_], progress, kind=kind)[self.depth_]
 
     def _depths(self) -> tuple[int, ...]:
         d = self.depth
@@ -380,10 +466,7 @@ class KernelRegressor:
         scaler = InputScale(self.input_scale).fit(X)
         Xs = scaler.transform(X)
         offset = y.mean(axis=0) if center else np.zeros(y.shape[1:])
-        kw = self._kernel_kw()
-        if progress is not None:
-            kw["progress"] = progress
-        Ks = kernels_by_depth(Xs, None, depths, **kw)
+        Ks = self._kernels(Xs, None, depths, progress)
         if auto or len(depths) > 1:
             self.loo_ = choose_ridge(Ks, y, center=center,
                                      ridges=None if auto else [ridge])

@@ -300,3 +300,21 @@ def relu_ntk_like(X1, X2, kind):
         th = np.arccos(np.clip(sig / norm, -1, 1))
         sig = norm * (np.sin(th) + (np.pi - th) * np.cos(th)) / np.pi
     return sig
+
+
+def test_kernel_cache_values_hits_and_budget(problem):
+    from ntkhgm.regression import KernelCache
+
+    X, _, Xt, _ = problem
+    cache = KernelCache(max_bytes=X.shape[0] ** 2 * 8 * 2)  # room for two 25×25 matrices
+    got = cache.kernels(X, None, [2, 1], activation="relu", kind="ntk")
+    for d in (1, 2):
+        np.testing.assert_array_equal(got[d], ntkhgm.kernel(X, activation="relu", depth=d))
+    assert cache.misses == 1 and cache.hits == 0
+    cache.kernels(X, None, [1], activation="relu", kind="ntk")
+    assert cache.hits == 1
+    # another kernel parameter is another entry; over the budget the oldest goes
+    cache.kernels(X, None, [1], activation="relu", kind="nngp")
+    assert cache.misses == 2
+    cache.kernels(X, None, [2], activation="relu", kind="ntk")
+    assert cache.misses == 3

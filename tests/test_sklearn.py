@@ -219,3 +219,41 @@ def test_grid_search_and_cross_val_score(rows):
     assert grid.best_score_ == pytest.approx(best.mean(), rel=1e-12)
     m, s = grid.best_estimator_.predict(X[:3], return_std=True)
     assert m.shape == (3,) and np.all(s >= 0)
+
+
+def test_grid_search_shares_one_kernel_cache(rows, monkeypatch):
+    """KernelCache: candidates differing in ridge (and depth) reuse each fold's kernels."""
+    import ntkhgm.kernels
+    from ntkhgm.regression import KernelCache, one_pass_available
+
+    X, y, _ = rows
+    X = np.vstack([X, X + 0.1])
+    y = np.concatenate([y, y + 0.05])
+    one_pass_available()  # the one-off probe is not counted
+    real = ntkhgm.kernels.kernel
+    calls = []
+
+    def counting(*args, **kw):
+        calls.append(kw.get("depth"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ntkhgm.kernels, "kernel", counting)
+    cv = KFold(3, shuffle=True, random_state=0)
+    params = {"depth": [3, 2, 1], "ridge": ["auto", 1e-2, 1.0]}
+    results = {}
+    for cache in (None, KernelCache()):
+        calls.clear()
+        grid = GridSearchCV(KernelRegressor(activation="erf", kernel_cache=cache), params,
+                            cv=cv).fit(X, y)
+        results[cache is None] = (len(calls), grid.cv_results_["mean_test_score"])
+        if cache is not None:
+            assert grid.best_estimator_.kernel_cache is cache and cache.hits > 0
+    (n_plain, plain), (n_cached, cached) = results[True], results[False]
+    np.testing.assert_array_equal(cached, plain)
+    # without the cache every candidate computes its fold's train and validation kernels
+    assert n_plain >= 3 * 9 * 2
+    # with it each (fold, depth) once: a third of the calls (+1: the final refit on all
+    # rows, new data), or one pass per fold
+    assert n_cached <= n_plain / 3 + 1
+    if one_pass_available():
+        assert n_cached <= 3 * 2 + 2  # (train, validation) per fold, + the final refit
