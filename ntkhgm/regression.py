@@ -485,6 +485,7 @@ class KernelRegressor:
         self.y_train_ = y
         self.K_train_ = K
         self.n_features_in_ = X.shape[1]
+        self.__dict__.pop("nngp_train_", None)  # the NTK-GP's NNGP of an earlier fit
         return self
 
     def predict(self, X, *, return_std: bool = False, return_cov: bool = False,

@@ -318,3 +318,13 @@ def test_kernel_cache_values_hits_and_budget(problem):
     assert cache.misses == 2
     cache.kernels(X, None, [2], activation="relu", kind="ntk")
     assert cache.misses == 3
+
+
+def test_refit_forgets_the_earlier_posterior(problem):
+    X, y, Xt, _ = problem
+    model = KernelRegressor(activation="relu", depth=2, kind="ntk", ridge=0.1)
+    model.fit(X, y).predict(Xt, return_std=True)
+    again = model.fit(X[:15], y[:15]).predict(Xt, return_std=True)
+    fresh = KernelRegressor(activation="relu", depth=2, kind="ntk", ridge=0.1).fit(
+        X[:15], y[:15]).predict(Xt, return_std=True)
+    np.testing.assert_array_equal(again[1], fresh[1])
