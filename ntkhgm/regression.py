@@ -208,14 +208,14 @@ def one_pass_available() -> bool:
     """Whether ``ntkhgm.kernel`` accepts a list of depths (one recursion for all of them).
 
     FALLBACK probe (until the ``scale`` branch's ``ntkhgm.kernel(..., depth=[...])``
-    is merged): one 1×1 ReLU kernel, asked for depths [0, 1], once per process.
+    is merged): one 1×1 ReLU kernel, asked for depths [1, 2], once per process.
     """
     global _ONE_PASS
     if _ONE_PASS is None:
         from .kernels import kernel
 
         try:
-            out = kernel(np.ones((1, 1)), activation="relu", depth=[0, 1])
+            out = kernel(np.ones((1, 1)), activation="relu", depth=[1, 2])
         except (TypeError, InputError):
             out = None  # FALLBACK: this kernel() takes one depth only
         _ONE_PASS = isinstance(out, dict)
