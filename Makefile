@@ -4,7 +4,7 @@ PYTHON ?= python
 .PHONY: install test lint bench
 
 install:
-	$(PYTHON) -m pip install -e ".[test,plot]"
+	$(PYTHON) -m pip install -e ".[test,plot,sklearn]"
 	$(PYTHON) -m pip install --no-deps passagemath-singular
 
 test:

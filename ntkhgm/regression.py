@@ -1,15 +1,42 @@
 """Kernel regression with the NTK / NNGP (seed eq. 2, math.md §1).
 
-    f(x) = K(x, X) (K(X, X) + λI)^{-1} y,   λ ≥ 0 (``ridge``)
+    f(x) = ȳ + K(x, X) (K(X, X) + λI)^{-1} (y − ȳ),   λ ≥ 0 (``ridge``)
 
-solved by a Cholesky factorisation of K(X, X) + λI.  A matrix that is not
-numerically positive definite (duplicate training rows with λ = 0, say) raises
+solved by a Cholesky factorisation of K(X, X) + λI.  Three defaults make it work
+out of the box (issue 15):
+
+* **targets centred**: the kernel has no constant term, so the training mean ȳ is
+  subtracted before the fit and added back to the predictions (``center``);
+* **ridge by leave-one-out** (``ridge="auto"``): λ = 10^k · mean(diag K) for k in
+  :data:`RIDGE_GRID_EXPONENTS` (−6, −5.5, …, 2), the value with the smallest
+  mean squared leave-one-out residual wins.  The residuals come in closed form
+  from one eigendecomposition K = V diag(w) Vᵀ (O(N³) once, O(N²) per grid
+  value), see :func:`loo_residuals`;
+* **input scale** (``input_scale``, :class:`InputScale`): ``auto`` multiplies
+  the features by one factor so that the mean squared row norm of the training
+  rows is 1 (the Σ0 = x·x' variances are then ~1, where the dual activations
+  are neither linear nor saturated); ``unit-norm`` projects each row to the unit
+  sphere (Arora et al.'s setting); ``none`` is the seed's eq. (3) exactly.
+
+``KernelRegressor(ridge=1, input_scale="none")`` (``center="auto"`` does not
+centre when ``input_scale="none"``) is the seed's setting, bit for bit.  A matrix
+that is not numerically positive definite raises
 :class:`~ntkhgm.errors.SingularKernelError`, which suggests ``--ridge``.
+
+``predict(X, return_std=True)`` / ``return_cov=True`` give the Gaussian-process
+posterior of the latent function (no noise term at the test points): for
+``kind="nngp"`` the NNGP posterior, for ``kind="ntk"`` the NTK-GP of an infinitely
+wide network trained to convergence by gradient descent on the squared loss,
+as neural-tangents' ``predict.gp_inference`` defines it (mean Θ*ᵀ(Θ + λI)⁻¹y,
+covariance from the NNGP K: K** − Θ*ᵀΘ⁻¹K*ᵀ − K*Θ⁻¹Θ* + Θ*ᵀΘ⁻¹KΘ⁻¹Θ*).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg
@@ -23,6 +50,12 @@ RCOND_FACTOR = 10.0
 """K + λI counts as singular when its estimated reciprocal condition number is
 below ``RCOND_FACTOR · n · eps`` (n training points, eps = 2.2e-16)."""
 
+RIDGE_GRID_EXPONENTS = np.arange(-6.0, 2.0 + 1e-9, 0.5)
+"""``ridge="auto"`` tries λ = 10^k · mean(diag K) for these k (17 values)."""
+
+INPUT_SCALES = ("none", "auto", "unit-norm")
+CENTER_CHOICES = ("auto", True, False)
+
 
 def _as_2d(X, name: str) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
@@ -35,19 +68,309 @@ def _as_2d(X, name: str) -> np.ndarray:
     return X
 
 
+# ----------------------------------------------------------------------------- input scale
+
+
+class InputScale:
+    """Feature scaling fitted on the training rows (issue 15).
+
+    ``none``: x unchanged (seed eq. 3).  ``auto``: x · s with one factor
+    s = 1/√(mean ‖x_i‖²) over the training rows (s = 1 when they are all zero).
+    ``unit-norm``: x/‖x‖ per row (a zero row stays zero).
+    """
+
+    def __init__(self, mode: str = "auto"):
+        if mode not in INPUT_SCALES:
+            raise InputError(f"input_scale must be one of {', '.join(INPUT_SCALES)}, "
+                             f"got {mode!r}")
+        self.mode = mode
+
+    def fit(self, X) -> InputScale:
+        """Fit the factor of ``auto`` on the training rows X."""
+        X = np.asarray(X, dtype=np.float64)
+        msq = float(np.mean(np.einsum("ij,ij->i", X, X))) if self.mode == "auto" else 1.0
+        self.factor_ = 1.0 / np.sqrt(msq) if msq > 0 and np.isfinite(msq) else 1.0
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """Apply the scaling to any rows (training or test)."""
+        X = np.asarray(X, dtype=np.float64)
+        if self.mode == "none":
+            return X
+        if self.mode == "auto":
+            if not hasattr(self, "factor_"):
+                raise InputError("InputScale.transform called before fit")
+            return X * self.factor_
+        norm = np.sqrt(np.einsum("ij,ij->i", X, X))
+        return X / np.where(norm > 0, norm, 1.0)[:, None]
+
+
+def scale_inputs(X_train, X_other=None, mode: str = "auto"
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(scaled X_train, scaled X_other or None), the scale fitted on X_train."""
+    sc = InputScale(mode).fit(X_train)
+    return sc.transform(X_train), None if X_other is None else sc.transform(X_other)
+
+
+# ----------------------------------------------------------------------------- leave-one-out
+
+
+@dataclass
+class LooChoice:
+    """The outcome of choosing λ (and the depth) by leave-one-out."""
+
+    ridge: float
+    depth: int
+    error: float
+    """Mean squared leave-one-out residual at the chosen (depth, λ)."""
+    grid: np.ndarray
+    """The λ values tried (absolute), one row per depth."""
+    errors: np.ndarray
+    """Mean squared LOO residual per (depth, λ); inf where K + λI is too ill-conditioned."""
+    depths: tuple[int, ...]
+
+
+def loo_residuals(w: np.ndarray, V: np.ndarray, y: np.ndarray, ridge: float,
+                  center: bool) -> np.ndarray:
+    """Leave-one-out residuals y_i − f_{−i}(x_i) of kernel ridge regression, closed form.
+
+    With G = K + λI = V diag(w + λ) Vᵀ: kernel ridge without intercept fitted on
+    every row but i predicts z_i − (G⁻¹z)_i/(G⁻¹)_ii at x_i for any target vector
+    z.  With centred targets the fold's mean m_i = (Σy − y_i)/(n − 1) is the
+    intercept, z = y − m_i·1, so the residual is ((G⁻¹y)_i − m_i (G⁻¹1)_i)/(G⁻¹)_ii:
+    exactly the refit with the fold's own mean.  O(N²) given (w, V).
+    """
+    inv = 1.0 / (w + ridge)
+    y2 = y.reshape(len(y), -1)
+    Gy = V @ (inv[:, None] * (V.T @ y2))
+    dinv = (V * V) @ inv
+    if center:
+        n = len(y)
+        G1 = V @ (inv * V.sum(axis=0))
+        m = (y2.sum(axis=0)[None, :] - y2) / (n - 1)
+        Gy = Gy - m * G1[:, None]
+    res = Gy / dinv[:, None]
+    return res.reshape(y.shape)
+
+
+def choose_ridge(kernels: dict[int, np.ndarray], y: np.ndarray, *, center: bool,
+                 ridges: Sequence[float] | None = None) -> LooChoice:
+    """Choose (depth, λ) with the smallest mean squared leave-one-out residual.
+
+    ``kernels`` maps depth → K(X, X); ``ridges`` (absolute λ values) default to
+    10^k · mean(diag K) for k in :data:`RIDGE_GRID_EXPONENTS`.  Ties go to the
+    smaller depth and then to the larger λ.
+    """
+    n = len(y)
+    if n < 2 or (center and n < 3):
+        raise InputError(f"choosing the ridge by leave-one-out needs at least "
+                         f"{3 if center else 2} training samples, got {n} sample(s); "
+                         "give a number, e.g. ridge=1")
+    depths = tuple(kernels)
+    grid, errors = [], []
+    for d in depths:
+        K = kernels[d]
+        if not np.all(np.isfinite(K)):
+            raise SingularKernelError("the kernel matrix contains NaN or infinite values")
+        w, V = np.linalg.eigh(0.5 * (K + K.T))
+        scale = float(np.mean(np.diag(K)))
+        lams = (np.asarray(ridges, dtype=float) if ridges is not None
+                else 10.0 ** RIDGE_GRID_EXPONENTS * (scale if scale > 0 else 1.0))
+        row = []
+        for lam in lams:
+            lo, hi = w[0] + lam, w[-1] + lam
+            # the closed form needs G well conditioned, as the Cholesky fit does
+            if not (lo > 0 and lo > RCOND_FACTOR * n * np.finfo(float).eps * hi):
+                row.append(np.inf)
+                continue
+            r = loo_residuals(w, V, y, float(lam), center)
+            row.append(float(np.mean(r * r)))
+        grid.append(lams)
+        errors.append(row)
+    G, E = np.array(grid), np.array(errors)
+    if not np.any(np.isfinite(E)):
+        raise SingularKernelError("K + λI is singular for every λ of the leave-one-out "
+                                  "grid; give a larger ridge explicitly")
+    best = np.min(E)
+    rows, cols = np.nonzero(E == best)
+    i, j = min(zip(rows.tolist(), cols.tolist(), strict=True), key=lambda ij: (ij[0], -ij[1]))
+    return LooChoice(ridge=float(G[i, j]), depth=depths[i], error=float(best), grid=G,
+                     errors=E, depths=depths)
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+_ONE_PASS: bool | None = None
+
+
+def one_pass_available() -> bool:
+    """Whether ``ntkhgm.kernel`` accepts a list of depths (one recursion for all of them).
+
+    FALLBACK probe (until the ``scale`` branch's ``ntkhgm.kernel(..., depth=[...])``
+    is merged): one 1×1 ReLU kernel, asked for depths [1, 2], once per process.
+    """
+    global _ONE_PASS
+    if _ONE_PASS is None:
+        from .kernels import kernel
+
+        try:
+            out = kernel(np.ones((1, 1)), activation="relu", depth=[1, 2])
+        except (TypeError, InputError):
+            out = None  # FALLBACK: this kernel() takes one depth only
+        _ONE_PASS = isinstance(out, dict)
+    return _ONE_PASS
+
+
+def kernels_by_depth(X1, X2, depths: Sequence[int], **kw) -> dict[int, np.ndarray]:
+    """{depth: K(X1, X2)} for several depths.
+
+    One call of ``ntkhgm.kernel(..., depth=[...])`` where it accepts a list (the
+    deepest layer computes the shallower ones on the way); otherwise (FALLBACK,
+    until the ``scale`` branch is merged) one call per depth.
+    """
+    from .kernels import kernel
+
+    depths = [int(d) for d in depths]
+    if len(depths) > 1 and one_pass_available():
+        out = kernel(X1, X2, depth=list(depths), **kw)
+        return {d: out[d] for d in depths}
+    return {d: kernel(X1, X2, depth=d, **kw) for d in depths}
+
+
+def _digest(A) -> tuple | None:
+    if A is None:
+        return None
+    A = np.ascontiguousarray(A, dtype=np.float64)
+    return A.shape, hashlib.blake2b(A.tobytes(), digest_size=20).digest()
+
+
+class KernelCache:
+    """Kernel matrices shared by estimators: ``KernelRegressor(kernel_cache=KernelCache())``.
+
+    Keyed by the bytes of the (scaled) inputs and every kernel parameter but the
+    depth, so candidates of a ``GridSearchCV`` that differ only in ``ridge`` (or
+    ``center``) compute each fold's kernels once, and a grid over ``depth`` gets
+    all depths of a fold from one pass of ``ntkhgm.kernel(..., depth=[...])``
+    when it is available: a request for depth d computes depths 1…d together,
+    so list the depths deepest first (``{"depth": [3, 2, 1]}``).  ``clone`` (and
+    deepcopy) keep the same cache, on purpose.  Budget: at most ``max_bytes`` of
+    matrices, least recently used dropped first.  ``hits``/``misses`` count
+    requests answered from the cache / computed.
+    """
+
+    def __init__(self, max_bytes: int = 2 ** 30):
+        self.max_bytes = int(max_bytes)
+        self._store: OrderedDict = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __deepcopy__(self, memo) -> KernelCache:
+        return self  # shared by the clones of one search
+
+    def kernels(self, X1, X2, depths: Sequence[int], **kw) -> dict[int, np.ndarray]:
+        """{depth: K(X1, X2)}, from the cache where present."""
+        from .duals import as_activation
+
+        params = dict(kw)
+        params.pop("progress", None)
+        params["activation"] = as_activation(params["activation"]).name
+        key = (_digest(X1), _digest(X2), repr(sorted(params.items())))
+        have = self._store.setdefault(key, {})
+        self._store.move_to_end(key)
+        missing = [int(d) for d in depths if int(d) not in have]
+        if missing:
+            self.misses += 1
+            todo = missing
+            if one_pass_available():  # the shallower depths come free with the deepest
+                todo = sorted(set(range(1, max(missing) + 1)) | set(missing))
+            have.update(kernels_by_depth(X1, X2, todo, **kw))
+            self._evict()
+        else:
+            self.hits += 1
+        return {int(d): have[int(d)] for d in depths}
+
+    def _evict(self) -> None:
+        def size() -> int:
+            return sum(K.nbytes for entry in self._store.values() for K in entry.values())
+
+        while len(self._store) > 1 and size() > self.max_bytes:
+            self._store.popitem(last=False)
+
+
+def kernel_diag(X, *, activation, depth: int, kind: str = "ntk", convention: str = "arora",
+                W_std: float = 1.0, b_std: float = 0.0, method: str = "auto",
+                **options) -> np.ndarray:
+    """diag K(X, X) from the per-row variances only (math.md §1, the x = x' case).
+
+    Σ_h(x, x) = cσ D_σ(q, q, q), Θ_h = Σ_h + Θ_{h−1} cσ D_σ'(q, q, q) (arora;
+    nt: W²·D + b² and W²(Θ D_σ' + D_σ) + b²): N dual evaluations per layer
+    instead of N².
+    """
+    from .duals import as_activation, c_sigma, dual, resolve_method
+
+    X = _as_2d(X, "X")
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
+        raise InputError(f"depth must be a non-negative integer, got {depth!r}")
+    if kind not in ("ntk", "nngp") or convention not in ("arora", "nt"):
+        raise InputError(f"unknown kind {kind!r} or convention {convention!r}")
+    if convention == "arora" and (W_std != 1.0 or b_std != 0.0):
+        raise InputError("W_std and b_std apply to convention 'nt' only")
+    act = as_activation(activation)
+    w2, b2 = float(W_std) ** 2, float(b_std) ** 2
+    sq = np.einsum("ij,ij->i", X, X)
+    if convention == "arora":
+        cs, q = c_sigma(act), sq
+    else:
+        cs, q = 1.0, w2 * sq / X.shape[1] + b2
+    ntk = q.copy()
+
+    def D(derivative: bool, v: np.ndarray) -> np.ndarray:
+        name = resolve_method(act, derivative, method, npoints=v.size)
+        return dual(act, v, v, v, derivative=derivative, method=name, **options)
+
+    for _ in range(int(depth)):
+        T = D(False, q)
+        Td = D(True, q) if kind == "ntk" else None
+        if convention == "arora":
+            q = cs * T
+            if Td is not None:
+                ntk = q + ntk * (cs * Td)
+        else:
+            if Td is not None:
+                ntk = w2 * (ntk * Td + T) + b2
+            q = w2 * T + b2
+    return ntk if kind == "ntk" else q
+
+
+# ----------------------------------------------------------------------------- estimator
+
+
 class KernelRegressor:
     """Kernel (ridge) regression with the NTK or NNGP of an infinitely wide network.
 
-    Parameters mirror :func:`ntkhgm.kernel`; ``ridge`` is λ ≥ 0;
-    ``method_options`` go to the dual-activation method (``degree`` for gh,
-    ``tol`` for hgm).  After
-    :meth:`fit`, ``alpha_`` holds (K + λI)^{-1} y and ``X_train_`` the training inputs.
+    Kernel parameters mirror :func:`ntkhgm.kernel`; ``depth`` may also be a list
+    of depths, chosen by leave-one-out together with λ.  ``ridge``: λ ≥ 0, or
+    ``"auto"`` (leave-one-out over :data:`RIDGE_GRID_EXPONENTS` · mean(diag K)).
+    ``input_scale``: ``"auto"``, ``"unit-norm"`` or ``"none"`` (:class:`InputScale`).
+    ``center``: subtract the training mean of y (``"auto"``: yes unless
+    ``input_scale="none"``, the seed's setting).  ``method_options`` go to the
+    dual-activation method (``degree`` for gh, ``tol`` for hgm).  ``kernel_cache``:
+    a :class:`KernelCache` shared by estimators (e.g. the candidates of a grid search).
+
+    After :meth:`fit`: ``ridge_`` and ``depth_`` (the values used), ``loo_error_``
+    (mean squared LOO residual, NaN for an explicit ridge), ``loo_`` (the whole
+    :class:`LooChoice`), ``y_offset_``, ``alpha_`` = (K + λI)⁻¹(y − y_offset_),
+    ``X_train_`` (scaled training inputs), ``input_scale_`` (the fitted scaling),
+    ``centered_`` (whether the targets were centred).
     """
 
-    def __init__(self, activation: str = "relu", depth: int = 1, ridge: float = 0.0, *,
-                 kind: str = "ntk", convention: str = "arora", W_std: float = 1.0,
-                 b_std: float = 0.0, method: str = "auto",
-                 method_options: dict | None = None):
+    def __init__(self, activation: str = "relu", depth: int | Sequence[int] = 1,
+                 ridge: float | str = "auto", *, kind: str = "ntk",
+                 convention: str = "arora", W_std: float = 1.0, b_std: float = 0.0,
+                 method: str = "auto", input_scale: str = "auto",
+                 center: bool | str = "auto", method_options: dict | None = None,
+                 kernel_cache: KernelCache | None = None):
         self.activation = activation
         self.depth = depth
         self.ridge = ridge
@@ -56,30 +379,73 @@ class KernelRegressor:
         self.W_std = W_std
         self.b_std = b_std
         self.method = method
+        self.input_scale = input_scale
+        self.center = center
         self.method_options = method_options
+        self.kernel_cache = kernel_cache
 
-    def get_params(self) -> dict:
+    _PARAMS = ("activation", "depth", "ridge", "kind", "convention", "W_std", "b_std",
+               "method", "input_scale", "center", "method_options", "kernel_cache")
+
+    def get_params(self, deep: bool = True) -> dict:
         """The constructor parameters (scikit-learn style)."""
-        return {k: getattr(self, k) for k in ("activation", "depth", "ridge", "kind",
-                                              "convention", "W_std", "b_std", "method",
-                                              "method_options")}
+        return {k: getattr(self, k) for k in self._PARAMS}
+
+    def set_params(self, **params) -> KernelRegressor:
+        """Set constructor parameters (scikit-learn style)."""
+        for k, v in params.items():
+            if k not in self._PARAMS:
+                raise InputError(f"invalid parameter {k!r} for KernelRegressor")
+            setattr(self, k, v)
+        return self
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"KernelRegressor({args})"
 
-    def _kernel(self, X1, X2=None, progress: Progress | None = None) -> np.ndarray:
-        from .kernels import kernel
+    # -- helpers
 
-        kw = dict(self.method_options or {})
+    def _kernel_kw(self, kind: str | None = None) -> dict:
+        return dict(activation=self.activation, kind=kind or self.kind,
+                    convention=self.convention, W_std=self.W_std, b_std=self.b_std,
+                    method=self.method, **dict(self.method_options or {}))
+
+    def _kernels(self, X1, X2, depths: Sequence[int], progress: Progress | None = None, *,
+                 kind: str | None = None) -> dict[int, np.ndarray]:
+        kw = self._kernel_kw(kind)
         if progress is not None:
             kw["progress"] = progress
-        return kernel(X1, X2, activation=self.activation, depth=self.depth, kind=self.kind,
-                      convention=self.convention, W_std=self.W_std, b_std=self.b_std,
-                      method=self.method, **kw)
+        if self.kernel_cache is not None:
+            return self.kernel_cache.kernels(X1, X2, depths, **kw)
+        return kernels_by_depth(X1, X2, depths, **kw)
+
+    def _kernel(self, X1, X2=None, progress: Progress | None = None, *,
+                kind: str | None = None) -> np.ndarray:
+        return self._kernels(X1, X2, [self.depth_], progress, kind=kind)[self.depth_]
+
+    def _depths(self) -> tuple[int, ...]:
+        d = self.depth
+        depths = (tuple(d) if isinstance(d, (list, tuple, np.ndarray)) else (d,))
+        if not depths:
+            raise InputError("depth must be an integer >= 0 or a non-empty list of them")
+        for v in depths:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise InputError(f"depth must be an integer >= 0 or a list of them, got {d!r}")
+        if len(set(depths)) != len(depths):
+            raise InputError(f"depth lists a value twice: {d!r}")
+        return tuple(int(v) for v in depths)
+
+    def _centers(self) -> bool:
+        if self.center == "auto":
+            return self.input_scale != "none"
+        if self.center is True or self.center is False:
+            return self.center
+        raise InputError(f"center must be 'auto', True or False, got {self.center!r}")
+
+    # -- fit / predict
 
     def fit(self, X, y, *, progress: Progress | None = None) -> KernelRegressor:
-        """Compute K(X, X) and solve (K + λI) α = y by Cholesky."""
+        """Scale X, compute K(X, X), choose λ (and depth) if asked, solve (K + λI)α = y − ȳ."""
         X = _as_2d(X, "X")
         y = np.asarray(y, dtype=np.float64)
         if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
@@ -87,32 +453,96 @@ class KernelRegressor:
                              f"got shape {y.shape}")
         if not np.all(np.isfinite(y)):
             raise InputError("y contains NaN or infinite values")
-        ridge = float(self.ridge)
-        if not (np.isfinite(ridge) and ridge >= 0):
-            raise InputError(f"ridge must be a finite number >= 0, got {self.ridge!r}")
-        K = self._kernel(X, progress=progress)
-        self.alpha_ = solve_kernel_system(K, y, ridge)
-        self.X_train_ = X
+        depths = self._depths()
+        auto = isinstance(self.ridge, str)
+        if auto and self.ridge != "auto":
+            raise InputError(f"ridge must be 'auto' or a finite number >= 0, got {self.ridge!r}")
+        if not auto:
+            ridge = float(self.ridge)
+            if not (np.isfinite(ridge) and ridge >= 0):
+                raise InputError(f"ridge must be 'auto' or a finite number >= 0, "
+                                 f"got {self.ridge!r}")
+        center = self._centers()
+        scaler = InputScale(self.input_scale).fit(X)
+        Xs = scaler.transform(X)
+        offset = y.mean(axis=0) if center else np.zeros(y.shape[1:])
+        Ks = self._kernels(Xs, None, depths, progress)
+        if auto or len(depths) > 1:
+            self.loo_ = choose_ridge(Ks, y, center=center,
+                                     ridges=None if auto else [ridge])
+            ridge, depth, self.loo_error_ = self.loo_.ridge, self.loo_.depth, self.loo_.error
+        else:
+            self.loo_, depth, self.loo_error_ = None, depths[0], float("nan")
+        K = Ks[depth]
+        yc = y - offset if center else y
+        self.factor_ = factor_kernel_system(K, ridge)
+        self.alpha_ = linalg.cho_solve(self.factor_, yc, check_finite=False)
+        self.ridge_, self.depth_ = ridge, depth
+        self.y_offset_ = offset
+        self.centered_ = center
+        self.input_scale_ = scaler
+        self.X_train_ = Xs
         self.y_train_ = y
+        self.K_train_ = K
+        self.n_features_in_ = X.shape[1]
+        self.__dict__.pop("nngp_train_", None)  # the NTK-GP's NNGP of an earlier fit
         return self
 
-    def predict(self, X, *, progress: Progress | None = None) -> np.ndarray:
-        """f(X) = K(X, X_train) α."""
+    def predict(self, X, *, return_std: bool = False, return_cov: bool = False,
+                progress: Progress | None = None):
+        """f(X) = ȳ + K(X, X_train) α; with return_std / return_cov the GP posterior too.
+
+        Returns the mean, or ``(mean, std)`` / ``(mean, cov)`` (see the module
+        docstring: NNGP posterior for kind nngp, NTK-GP for kind ntk).
+        """
         if not hasattr(self, "alpha_"):
             raise InputError("KernelRegressor.predict called before fit")
+        if return_std and return_cov:
+            raise InputError("at most one of return_std and return_cov can be requested")
         X = _as_2d(X, "X")
         if X.shape[1] != self.X_train_.shape[1]:
             raise InputError(f"X has {X.shape[1]} columns, the training data "
                              f"{self.X_train_.shape[1]}")
-        return self._kernel(X, self.X_train_, progress=progress) @ self.alpha_
+        X = self.input_scale_.transform(X)
+        Kx = self._kernel(X, self.X_train_, progress=progress)
+        mean = Kx @ self.alpha_
+        if self.centered_:
+            mean = mean + self.y_offset_
+        if not (return_std or return_cov):
+            return mean
+        A = linalg.cho_solve(self.factor_, Kx.T, check_finite=False)  # (K + λI)⁻¹ K(X_train, X)
+        if self.kind == "nngp":
+            if return_cov:
+                cov = self._kernel(X, kind="nngp") - Kx @ A
+            else:
+                var = self._diag(X, "nngp") - np.einsum("ij,ji->i", Kx, A)
+        else:
+            # NTK-GP: the prior covariance is the NNGP, the fit is the NTK's
+            Nx = self._kernel(X, self.X_train_, kind="nngp")
+            if not hasattr(self, "nngp_train_"):
+                self.nngp_train_ = self._kernel(self.X_train_, kind="nngp")
+            NA = self.nngp_train_ @ A
+            if return_cov:
+                cross = Nx @ A
+                cov = self._kernel(X, kind="nngp") - cross - cross.T + A.T @ NA
+            else:
+                var = (self._diag(X, "nngp") - 2.0 * np.einsum("ij,ji->i", Nx, A)
+                       + np.einsum("ji,ji->i", A, NA))
+        if return_cov:
+            return mean, 0.5 * (cov + cov.T)
+        return mean, np.sqrt(np.maximum(var, 0.0))
+
+    def _diag(self, X, kind: str) -> np.ndarray:
+        kw = self._kernel_kw(kind)
+        return kernel_diag(X, depth=self.depth_, **kw)
 
     def score(self, X, y) -> float:
         """R² of the predictions on (X, y)."""
         return r2_score(y, self.predict(X))
 
 
-def solve_kernel_system(K: np.ndarray, y: np.ndarray, ridge: float = 0.0) -> np.ndarray:
-    """Solve (K + ridge·I) α = y by Cholesky; SingularKernelError if not positive definite."""
+def factor_kernel_system(K: np.ndarray, ridge: float = 0.0):
+    """Cholesky factor of K + ridge·I (scipy cho_factor form); SingularKernelError if not PD."""
     n = K.shape[0]
     A = np.array(K, dtype=np.float64, copy=True)
     A[np.diag_indices(n)] += ridge
@@ -129,7 +559,12 @@ def solve_kernel_system(K: np.ndarray, y: np.ndarray, ridge: float = 0.0) -> np.
     rcond, info = lapack.dpocon(factor[0], anorm, uplo="U")
     if info != 0 or not rcond > RCOND_FACTOR * n * np.finfo(float).eps:
         raise SingularKernelError(hint + f" [reciprocal condition number {rcond:.1e}]")
-    return linalg.cho_solve(factor, y, check_finite=False)
+    return factor
+
+
+def solve_kernel_system(K: np.ndarray, y: np.ndarray, ridge: float = 0.0) -> np.ndarray:
+    """Solve (K + ridge·I) α = y by Cholesky; SingularKernelError if not positive definite."""
+    return linalg.cho_solve(factor_kernel_system(K, ridge), y, check_finite=False)
 
 
 # ----------------------------------------------------------------------------- metrics

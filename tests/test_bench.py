@@ -161,3 +161,30 @@ def test_paper_kernel_not_positive_definite(tmp_path):
         assert "not positive definite" in rows[m]["note"]
         assert rows[m]["pred_rel_rmse_vs_targets"] == ""
         assert math.isfinite(num(rows[m]["kernel_max_rel_err"]))
+
+
+def test_paper_reports_r2_with_defaults_and_seed_setting(paper):
+    """R² per method (seed's setting) and with the defaults (issue 15), recomputed here."""
+    from ntkhgm.io import read_csv
+    from ntkhgm.regression import KernelRegressor
+
+    out, result = paper
+    data = json.loads((out / "bench_paper.json").read_text())
+    Xtr, ytr, _ = read_csv(DATA / "diabetes_train.csv", target="progression")
+    Xte, yte, _ = read_csv(DATA / "diabetes_test.csv", target="progression")
+    itr, ite = data["data"]["train_rows"], data["data"]["test_rows"]
+    Xtr, ytr, Xte, yte = Xtr[itr], ytr[itr], Xte[ite], yte[ite]
+    ss_tot = np.sum((yte - yte.mean()) ** 2)
+    for r in read_rows(out / "bench_paper.csv"):
+        if r["pred_rel_rmse_vs_targets"]:
+            # R² from the relative RMSE column: SS_res = (rel·‖y‖)²
+            ss_res = (num(r["pred_rel_rmse_vs_targets"]) * np.linalg.norm(yte)) ** 2
+            assert num(r["r2_test"]) == pytest.approx(1 - ss_res / ss_tot, rel=1e-9, abs=1e-12)
+    d = data["defaults"]
+    model = KernelRegressor(activation="resin", depth=data["config"]["depth"]).fit(Xtr, ytr)
+    pred = model.predict(Xte)
+    assert d["r2_test"] == pytest.approx(1 - np.sum((pred - yte) ** 2) / ss_tot, rel=1e-9)
+    assert d["ridge_chosen"] == pytest.approx(model.ridge_, rel=1e-12)
+    seed = data["seed_setting"]
+    assert seed["method"] == "hgm all-at-once" and seed["ridge"] == 1.0
+    assert "R² on the test rows: defaults" in result.stdout and "seed's setting" in result.stdout

@@ -178,7 +178,7 @@ def test_kernel_degenerate_rows_valid(tmp_path):
 def test_regress_metrics_independent(tmp_path, ridge):
     out = tmp_path / "pred.csv"
     r = run("regress", TRAIN, TEST, "--target", "progression", "--activation", "relu",
-            "--depth", "2", "--ridge", ridge, "-m", "closed", "-o", out)
+            "--depth", "2", "--ridge", ridge, "-m", "closed", "--input-scale", "none", "-o", out)
     assert r.exit_code == 0, r.stderr
     pred, _, header = read_csv(out)
     assert header == ["progression_pred"]
@@ -218,10 +218,58 @@ def test_regress_singular_suggests_ridge(tmp_path):
     p = tmp_path / "dup.csv"
     p.write_text("a,b,y\n1,2,3\n1,2,3\n0.5,-1,2\n")
     out = tmp_path / "pred.csv"
-    err = assert_user_error(run("regress", p, p, "--target", "y", "-o", out), "--ridge")
+    err = assert_user_error(run("regress", p, p, "--target", "y", "--ridge", "0", "-o", out),
+                            "--ridge")
     assert "singular" in err and not out.exists()
     r = run("regress", p, p, "--target", "y", "--ridge", "1e-6", "-o", out)
     assert r.exit_code == 0 and out.exists()
+
+
+def test_regress_defaults_report_loo_ridge_and_seed_setting_is_exact(tmp_path, small):
+    """Default: auto scale, centred targets, LOO ridge (printed); the seed's setting exact."""
+    train, test = small
+    out, seed = tmp_path / "pred.csv", tmp_path / "seed.csv"
+    r = run("regress", train, test, "--target", "progression", "-a", "erf", "-L", "2",
+            "-o", out)
+    assert r.exit_code == 0, r.stderr
+    assert "ridge auto: λ = " in r.stderr and "leave-one-out" in r.stderr
+    Xtr, ytr, _ = read_csv(train, target="progression")
+    Xte, _, _ = read_csv(test, target="progression")
+    model = ntkhgm.KernelRegressor(activation="erf", depth=2).fit(Xtr, ytr)
+    assert f"{model.ridge_:.6g}" in r.stderr
+    np.testing.assert_array_equal(read_csv(out)[0][:, 0], model.predict(Xte))
+    r = run("regress", train, test, "--target", "progression", "-a", "erf", "-L", "2",
+            "--ridge", "1", "--input-scale", "none", "-o", seed)
+    assert r.exit_code == 0 and "ridge auto" not in r.stderr
+    K = ntkhgm.kernel(Xtr, activation="erf", depth=2)
+    Kt = ntkhgm.kernel(Xte, Xtr, activation="erf", depth=2)
+    from scipy import linalg
+    expected = Kt @ linalg.cho_solve(linalg.cho_factor(K + np.eye(len(Xtr))), ytr)
+    np.testing.assert_array_equal(read_csv(seed)[0][:, 0], expected)
+    r = run("regress", train, test, "--target", "progression", "-a", "erf", "-L", "2",
+            "--ridge", "1", "--input-scale", "none", "--center", "-o", seed)
+    assert r.exit_code == 0 and "centred targets" in r.stdout  # the metrics (with -o)
+    m = ytr.mean()
+    expected = Kt @ np.linalg.solve(K + np.eye(len(Xtr)), ytr - m) + m
+    np.testing.assert_allclose(read_csv(seed)[0][:, 0], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["none", "auto", "unit-norm"])
+def test_kernel_input_scale(tmp_path, small, mode):
+    train, test = small
+    out = tmp_path / "K.npy"
+    r = run("kernel", train, "--test", test, "--target", "progression", "-a", "relu", "-L", "2",
+            "--input-scale", mode, "-o", out)
+    assert r.exit_code == 0, r.stderr
+    Xtr, _, _ = read_csv(train, target="progression")
+    Xte, _, _ = read_csv(test, target="progression")
+    if mode == "auto":  # one factor, fitted on the training rows
+        s = 1 / np.sqrt(np.mean(np.sum(Xtr ** 2, axis=1)))
+        Xtr, Xte = Xtr * s, Xte * s
+    elif mode == "unit-norm":
+        Xtr = Xtr / np.linalg.norm(Xtr, axis=1)[:, None]
+        Xte = Xte / np.linalg.norm(Xte, axis=1)[:, None]
+    np.testing.assert_allclose(np.load(out), relu_ntk_reference(Xte, Xtr, 2), rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------- user errors
@@ -276,6 +324,8 @@ def test_train_test_column_mismatch(tmp_path):
     (["kernel", TRAIN, "-a", "relu", "-L", "1", "-m", "magic"], ["unknown method"]),
     (["kernel", TRAIN, "-a", "relu", "-L", "1", "--W-std", "2"], ["convention 'nt'"]),
     (["regress", TRAIN, TEST, "--target", "nosuch"], ["unknown target column 'nosuch'"]),
+    (["regress", TRAIN, TEST, "--target", "-1", "--ridge", "best"], ["--ridge 'best'"]),
+    (["regress", TRAIN, TEST, "--target", "-1", "--ridge", "-1"], ["--ridge '-1'"]),
 ])
 def test_other_user_errors(tmp_path, monkeypatch, args, words):
     monkeypatch.chdir(tmp_path)

@@ -14,7 +14,7 @@ def test_install_and_test_commands_agree():
     makefile = (ROOT / "Makefile").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert "    make install\n" in readme and "    make test\n" in readme
-    assert '$(PYTHON) -m pip install -e ".[test,plot]"' in makefile
+    assert '$(PYTHON) -m pip install -e ".[test,plot,sklearn]"' in makefile
     assert "$(PYTHON) -m pip install --no-deps passagemath-singular" in makefile
     assert "$(PYTHON) -m pytest -q" in makefile
     assert "set -euo pipefail" in ci and "make install" in ci and "make test" in ci

@@ -111,12 +111,12 @@ def _print_paper(result: dict) -> None:
         + (" [--quick]" if cfg["quick"] else ""))
     table = Table()
     for col in ("method", "training (s)", "inference (s)", "K max rel. err", "K rel. Frob. err",
-                "rel. RMSE vs y", "pred. vs ref."):
+                "rel. RMSE vs y", "R²", "pred. vs ref."):
         table.add_column(col, justify="left" if col == "method" else "right",
                          no_wrap=col == "method")
     for r in result["rows"]:
         if "train_time_s" not in r:
-            table.add_row(r["method"], "NA", "NA", "", "", "", "")
+            table.add_row(r["method"], "NA", "NA", "", "", "", "", "")
             continue
         tt, ti = _fmt(r["train_time_s"]), _fmt(r["inference_time_s"])
         if r["timed_on"] == "subsample":
@@ -124,14 +124,16 @@ def _print_paper(result: dict) -> None:
             ti = f"~{_fmt(r['inference_time_est_full_s'])}*"
         table.add_row(r["method"], tt, ti, _fmt(r["kernel_max_rel_err"], ".2e"),
                       _fmt(r["kernel_rel_fro_err"], ".2e"),
-                      _fmt(r["pred_rel_rmse_vs_targets"], ".5f"),
+                      _fmt(r["pred_rel_rmse_vs_targets"], ".5f"), _fmt(r["r2_test"], ".4f"),
                       _fmt(r["pred_rel_diff_vs_reference"], ".2e"))
     console.print(table)
     console.print(
         f"training = kernel train×train + fit; inference = kernel test×train + predict. "
         f"K errors: the kernels on a subsample of {ref['n_train']} train × {ref['n_test']} "
         f"test rows against quadrature ({ref['time_s']:.1f} s); rel. RMSE vs y: "
-        f"‖pred − y_test‖/‖y_test‖; pred. vs ref.: the subsample's regression, "
+        f"‖pred − y_test‖/‖y_test‖; R²: 1 − SS_res/SS_tot on the test rows (seed's "
+        f"setting: raw inputs and targets, ridge {cfg['ridge']:g}); pred. vs ref.: the "
+        f"subsample's regression, "
         f"‖pred − pred_quad‖/‖pred_quad‖. Definitions: README.md, Benchmarks.")
     for r in result["rows"]:
         if r.get("timed_on") == "subsample":
@@ -141,6 +143,13 @@ def _print_paper(result: dict) -> None:
                 f"{_fmt(r['inference_time_s'])} s there; ~ = extrapolated to the full size by "
                 f"the number of dual evaluations. Its rel. RMSE vs y is NA "
                 f"(use --pointwise 0 to run it on all rows).")
+    dflt, seed = result["defaults"], result.get("seed_setting")
+    console.print(
+        f"R² on the test rows: defaults (input scale auto, centred targets, ridge by "
+        f"leave-one-out: λ = {dflt['ridge_chosen']:.4g} = {dflt['ridge_chosen_rel_mean_diag']:.3g}"
+        f"·mean diag K) {dflt['r2_test']:.4f}"
+        + (f"; the seed's setting (raw inputs and targets, ridge {seed['ridge']:g}, "
+           f"{seed['method']}) {seed['r2_test']:.4f}" if seed else "") + ".")
     for r in result["rows"]:
         if r.get("timed_on") == "full" and r.get("note"):
             console.print(f"{r['method']}: {r['note']}.")

@@ -125,6 +125,15 @@ def _kernel_options(f):
     return f
 
 
+def _input_scale_option(default: str):
+    """--input-scale of ``kernel`` (default none) and ``regress`` (default auto)."""
+    return click.option(
+        "--input-scale", type=click.Choice(["none", "auto", "unit-norm"]), default=default,
+        show_default=True,
+        help="Feature scaling fitted on TRAIN.csv: auto = one factor making the mean squared "
+             "row norm 1; unit-norm = each row to the unit sphere; none = as given.")
+
+
 # ----------------------------------------------------------------------------- activations
 
 
@@ -246,22 +255,24 @@ def dual_cmd(activation: str, a: float, b: float, c: float, derivative: bool,
 @click.option("--depth", "-L", type=click.IntRange(min=0), required=True,
               help="Number of hidden layers L.")
 @_kernel_options
+@_input_scale_option("none")
 @click.option("-o", "--output", metavar="K.npy|K.csv",
               help="Output file (.npy, .csv or .txt); default: CSV on stdout.")
 def kernel_cmd(train: str, test: str | None, target: str | None, activation: str, depth: int,
                kind: str, convention: str, W_std: float, b_std: float, method: str,
-               quiet: bool, output: str | None) -> None:
+               quiet: bool, input_scale: str, output: str | None) -> None:
     """NTK or NNGP kernel matrix of the rows of TRAIN.csv (and TEST.csv)."""
     from ..duals import as_activation
     from ..io import load_table, load_test_table
     from ..kernels import kernel
+    from ..regression import scale_inputs
 
     act = as_activation(activation)
     _check_output(output, [train] + ([test] if test else []))
     tr = load_table(train, target=target)
-    X1, X2 = tr.X, None
+    X1, X2 = scale_inputs(tr.X, None, input_scale)
     if test is not None:
-        X1, X2 = load_test_table(test, tr, target).X, tr.X
+        X2, X1 = scale_inputs(tr.X, load_test_table(test, tr, target).X, input_scale)
     t0 = time.perf_counter()
     with _one_line_warnings(), _progress(f"{kind} {act.name} L={depth}", quiet) as progress:
         K = kernel(X1, X2, activation=act, depth=depth, kind=kind, convention=convention,
@@ -276,6 +287,24 @@ def kernel_cmd(train: str, test: str | None, target: str | None, activation: str
 # ----------------------------------------------------------------------------- regress
 
 
+class _Ridge(click.ParamType):
+    """``auto`` or a finite number >= 0."""
+
+    name = "auto|λ"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            v = float(value)
+        except ValueError:
+            v = float("nan")
+        if not (np.isfinite(v) and v >= 0):
+            # a user error like any other: one line, exit status 2
+            raise InputError(f"--ridge {value!r}: neither 'auto' nor a finite number >= 0")
+        return v
+
+
 @main.command("regress")
 @click.argument("train", metavar="TRAIN.csv")
 @click.argument("test", metavar="TEST.csv")
@@ -285,18 +314,25 @@ def kernel_cmd(train: str, test: str | None, target: str | None, activation: str
               help="Activation name (see `activations`).")
 @click.option("--depth", "-L", type=click.IntRange(min=0), default=1, show_default=True,
               help="Number of hidden layers L.")
-@click.option("--ridge", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
-              help="Ridge λ ≥ 0 added to the diagonal of K(TRAIN, TRAIN).")
+@click.option("--ridge", type=_Ridge(), default="auto", show_default=True,
+              help="Ridge λ ≥ 0 added to the diagonal of K(TRAIN, TRAIN), or auto: chosen by "
+                   "leave-one-out among 10^k·mean(diag K), k = -6, -5.5, …, 2.")
 @_kernel_options
+@_input_scale_option("auto")
+@click.option("--center/--no-center", default=None,
+              help="Subtract the training mean of the target (added back to the predictions) "
+                   "[default: yes, except with --input-scale none, the seed's setting].")
 @click.option("-o", "--output", metavar="PRED.csv",
               help="Write predictions here (.csv, .txt or .npy); default: CSV on stdout, "
                    "metrics on stderr.")
-def regress_cmd(train: str, test: str, target: str, activation: str, depth: int, ridge: float,
-                kind: str, convention: str, W_std: float, b_std: float, method: str,
-                quiet: bool, output: str | None) -> None:
-    """Kernel regression f(x) = K(x, X)(K(X, X) + λI)⁻¹y: predictions and metrics.
+def regress_cmd(train: str, test: str, target: str, activation: str, depth: int,
+                ridge: float | str, kind: str, convention: str, W_std: float, b_std: float,
+                method: str, quiet: bool, input_scale: str, center: bool | None,
+                output: str | None) -> None:
+    """Kernel regression f(x) = ȳ + K(x, X)(K(X, X) + λI)⁻¹(y − ȳ): predictions and metrics.
 
     TEST.csv may lack the target column; then only predictions are written.
+    With --ridge auto the chosen λ and its leave-one-out error go to stderr.
     """
     from ..duals import as_activation
     from ..io import load_table, load_test_table
@@ -307,19 +343,26 @@ def regress_cmd(train: str, test: str, target: str, activation: str, depth: int,
     tr = load_table(train, target=target)
     te = load_test_table(test, tr, target)
     model = KernelRegressor(activation=act.name, depth=depth, ridge=ridge, kind=kind,
-                            convention=convention, W_std=W_std, b_std=b_std, method=method)
+                            convention=convention, W_std=W_std, b_std=b_std, method=method,
+                            input_scale=input_scale,
+                            center="auto" if center is None else center)
     with _one_line_warnings():
         with _progress("fit: K(train, train)", quiet) as progress:
             model.fit(tr.X, tr.y, progress=progress)
         with _progress("predict: K(test, train)", quiet) as progress:
             pred = model.predict(te.X, progress=progress)
+    if ridge == "auto" and not quiet:
+        click.echo(f"ntkhgm: ridge auto: λ = {model.ridge_:.6g} "
+                   f"(leave-one-out mean squared error {model.loo_error_:.6g})", err=True)
     name = f"{tr.target_name}_pred" if tr.target_name else "prediction"
     _write(output, pred, [name])
     if te.y is None:
         return
     metrics = regression_metrics(te.y, pred)
     to_stdout = output not in (None, "-")
-    title = (f"{kind.upper()} regression ({act.name}, depth {depth}, ridge {ridge:g}): "
+    title = (f"{kind.upper()} regression ({act.name}, depth {depth}, ridge "
+             f"{model.ridge_:.6g}{' (auto)' if ridge == 'auto' else ''}, input scale "
+             f"{input_scale}, {'centred' if model.centered_ else 'raw'} targets): "
              f"{len(tr.X)} train, {len(te.X)} test")
     table = Table()
     table.add_column("metric")
