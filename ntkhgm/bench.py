@@ -155,7 +155,7 @@ def gh_degree_problem(degree: int) -> str | None:
 
 
 def _pointwise_evaluate(act, a, b, c, derivative, **options):
-    """One call of the hgm method per point: one path (or series sum) at a time."""
+    """One call of the hgm method per point: one Pfaffian path at a time (the seed's row)."""
     from .duals import METHODS
 
     hgm = METHODS["hgm"].evaluate
@@ -281,7 +281,8 @@ def run_paper(cfg: PaperConfig, status: Status = _noop) -> dict:
     degrees = [25] + ([cfg.gh_degree] if cfg.gh_degree != 25 else [])
     methods: list[tuple[str, str, dict]] = [(f"gh-{d}", "gh", {"degree": d}) for d in degrees]
     if hgm_ok:
-        methods += [("hgm one-path-per-point", POINTWISE, {}), ("hgm all-at-once", "hgm", {})]
+        methods += [("hgm one-path-per-point", POINTWISE, {}),
+                    ("series+hgm all-at-once", "series+hgm", {})]
     if closed_ok:
         methods.append(("closed", "closed", {}))
 
@@ -407,7 +408,7 @@ def _seed_setting(rows: list[dict], ridge: float) -> dict | None:
     """Test R² in the seed's setting (raw inputs and targets, the given λ), best method."""
     by = {r["method"]: r for r in rows if r.get("r2_test") is not None}
     gh = sorted((m for m in by if m.startswith("gh-")), key=lambda m: int(m[3:]))
-    for m in ["closed", "hgm all-at-once"] + gh[::-1]:
+    for m in ["closed", "series+hgm all-at-once"] + gh[::-1]:
         if m in by:
             return dict(input_scale="none", centred_targets=False, ridge=ridge, method=m,
                         r2_test=by[m]["r2_test"])
@@ -501,12 +502,12 @@ def run_accuracy(cfg: AccuracyConfig, status: Status = _noop) -> dict:
         raise InputError("the accuracy workload needs at least 2 points and depth >= 1")
     X = accuracy_points(cfg)
     kw = dict(activation=act, depth=cfg.depth)
-    avail = {m for m in ("closed", "hgm") if all(
+    avail = {m for m in ("closed", "series+hgm") if all(
         m in available_methods(act, d) for d in (False, True))}
     runs: list[tuple[str, str, object, dict]] = [
         ("gh", "degree", d, {"degree": int(d)}) for d in cfg.gh_degrees]
-    if "hgm" in avail:
-        runs += [("hgm", "tol", t, {"tol": float(t)}) for t in cfg.hgm_tols]
+    if "series+hgm" in avail:
+        runs += [("series+hgm", "tol", t, {"tol": float(t)}) for t in cfg.hgm_tols]
     if "closed" in avail:
         runs.append(("closed", "", None, {}))
         ref_name = "closed"
@@ -539,7 +540,8 @@ def run_accuracy(cfg: AccuracyConfig, status: Status = _noop) -> dict:
                 workload=f"depth-{cfg.depth} NTK (arora) of {cfg.n_points} Gaussian points "
                          f"in R^{cfg.dim} (seed {cfg.seed}), {cfg.n_points}×{cfg.n_points}",
                 reference=dict(method=ref_name, time_s=t_ref),
-                skipped=[] if "hgm" in avail else [f"hgm: no Pfaffian system for {act.name}"],
+                skipped=([] if "series+hgm" in avail
+                         else [f"hgm: no Pfaffian system for {act.name}"]),
                 machine=machine_info(), rows=rows)
 
 
@@ -556,7 +558,7 @@ def plot_accuracy(result: dict, path: str | os.PathLike) -> Path:
 
     fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=110)
     styles = {"gh": ("o-", "C0", "Gauss–Hermite (degree)"),
-              "hgm": ("s-", "C3", "HGM all-at-once (tol)"),
+              "series+hgm": ("s-", "C3", "series+hgm all-at-once (tol)"),
               "closed": ("D", "C2", "closed form"), "quad": ("^", "C7", "quadrature")}
     for method, (fmt, color, label) in styles.items():
         rows = [r for r in result["rows"]

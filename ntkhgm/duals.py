@@ -2,12 +2,17 @@
 
 One interface, several methods (a registry, so the HGM evaluator plugs in):
 
-    closed  closed forms (math.md §6), where known
-    hgm     holonomic gradient method (series + Pfaffian ODE, math.md §4, §5, §8)
-    quad    nested Gauss–Legendre quadrature split at the kink; slow, the reference
-    gh      Gauss–Hermite tensor rule (math.md §7), neural-tangents' method
-    auto    the most accurate fast method available: closed, then hgm, then quad
-            for small inputs or gh (with a warning) for large ones
+    closed       closed forms (math.md §6), where known
+    series       the Mehler series with per-variance Hermite coefficients (math.md §8);
+                 fails with a typed error where |ρ| is too close to 1 for 2048 terms
+    hgm          the holonomic gradient method: the Pfaffian system integrated along
+                 paths from its initial values, up to the diagonal (math.md §4, §5, §9)
+    series+hgm   by region: the series where it converges within 256 terms, Pfaffian
+                 paths beyond (what ``auto`` picks when there is no closed form)
+    quad         nested Gauss–Legendre quadrature split at the kink; slow, the reference
+    gh           Gauss–Hermite tensor rule (math.md §7), neural-tangents' method
+    auto         the most accurate fast method available: closed, then series+hgm,
+                 then quad for small inputs or gh (with a warning) for large ones
 
 Covariances are validated: a, b ≥ 0 and c² ≤ ab.  Where |c| exceeds √(ab) by a
 relative amount of at most :data:`CLAMP_RTOL` (rounding in an earlier layer) it
@@ -164,25 +169,35 @@ def _hgm_available(act: Activation, derivative: bool) -> bool:
     return act.holonomic and has_pfaffian(act.name, derivative)
 
 
-_HGM_EVALUATORS: dict = {}
+_HOLONOMIC_EVALUATORS: dict = {}
 
 
-def _hgm(act, a, b, c, derivative, tol: float | None = None, **options):
-    from .numeric.hgm import DEFAULT_TOL, HGMEvaluator, check_finite
+def _holonomic(mode: str):
+    """The evaluate function of the series / hgm / series+hgm methods (numeric/hgm.py)."""
 
-    system = _pfaffian(act, derivative)
-    if system is None:
-        raise MethodUnavailableError(f"no Pfaffian system for {act.name}")
-    tol = DEFAULT_TOL if tol is None else float(tol)
-    key = (act.name, derivative, tol, id(system))
-    if key not in _HGM_EVALUATORS:
-        _HGM_EVALUATORS[key] = HGMEvaluator(act.function(derivative), system, tol=tol)
-    return check_finite(_HGM_EVALUATORS[key](a, b, c), a, b, c)
+    def evaluate(act, a, b, c, derivative, tol: float | None = None, **options):
+        from .numeric.hgm import DEFAULT_TOL, HGMEvaluator, check_finite
+
+        system = None if mode == "series" else _pfaffian(act, derivative)
+        if mode != "series" and system is None:
+            raise MethodUnavailableError(f"no Pfaffian system for {act.name}")
+        tol = DEFAULT_TOL if tol is None else float(tol)
+        key = (act.name, derivative, tol, id(system), mode)
+        if key not in _HOLONOMIC_EVALUATORS:
+            _HOLONOMIC_EVALUATORS[key] = HGMEvaluator(act.function(derivative), system,
+                                                      tol=tol, mode=mode)
+        return check_finite(_HOLONOMIC_EVALUATORS[key](a, b, c), a, b, c)
+
+    return evaluate
 
 
 register_method(DualMethod("closed", "closed form (math.md §6)", _closed_available, _closed))
-register_method(DualMethod("hgm", "holonomic gradient method (series + Pfaffian ODE)",
-                           _hgm_available, _hgm, MAX_NUMERIC_VARIANCE))
+register_method(DualMethod("series", "Mehler series (math.md §8), up to 2048 terms",
+                           lambda act, d: True, _holonomic("series"), MAX_NUMERIC_VARIANCE))
+register_method(DualMethod("hgm", "holonomic gradient method: Pfaffian paths (math.md §4, §9)",
+                           _hgm_available, _holonomic("hgm"), MAX_NUMERIC_VARIANCE))
+register_method(DualMethod("series+hgm", "Mehler series, Pfaffian paths near |ρ| = 1",
+                           _hgm_available, _holonomic("auto"), MAX_NUMERIC_VARIANCE))
 register_method(DualMethod("quad", "nested Gauss–Legendre quadrature split at the kink",
                            lambda act, d: True, _quad, MAX_NUMERIC_VARIANCE))
 register_method(DualMethod("gh", "Gauss–Hermite tensor rule (math.md §7)",
@@ -192,7 +207,7 @@ register_method(DualMethod("gh", "Gauss–Hermite tensor rule (math.md §7)",
 def available_methods(activation: str | Activation, derivative: bool = False) -> list[str]:
     """The methods that can evaluate this activation's dual, most accurate first."""
     act = as_activation(activation)
-    order = ["closed", "hgm", "quad", "gh"]
+    order = ["closed", "series+hgm", "hgm", "series", "quad", "gh"]
     names = [m for m in order if m in METHODS] + [m for m in METHODS if m not in order]
     return [m for m in names if METHODS[m].available(act, derivative)]
 
@@ -209,10 +224,11 @@ def resolve_method(activation: str | Activation, derivative: bool = False,
             what = "σ'" if derivative else "σ"
             raise MethodUnavailableError(
                 f"method {method!r} is not available for {act.name} ({what})"
-                + ("; compute its Pfaffian with `ntkhgm pfaffian`" if method == "hgm" else ""))
+                + ("; compute its Pfaffian with `ntkhgm pfaffian`"
+                   if method in ("hgm", "series+hgm") else ""))
         return method
     methods = available_methods(act, derivative)
-    for name in ("closed", "hgm"):
+    for name in ("closed", "series+hgm"):
         if name in methods:
             return name
     if npoints <= QUAD_AUTO_MAX_POINTS:

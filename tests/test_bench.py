@@ -54,7 +54,8 @@ def test_paper_files_and_table(paper):
     rows = read_rows(out / "bench_paper.csv")
     data = json.loads((out / "bench_paper.json").read_text())
     methods = [r["method"] for r in rows]
-    assert methods == ["closed", "gh-25", "gh-50", "hgm one-path-per-point", "hgm all-at-once"]
+    assert methods == ["closed", "gh-25", "gh-50", "hgm one-path-per-point",
+                       "series+hgm all-at-once"]
     assert [r["method"] for r in data["rows"]] == methods
     for r in rows[1:]:
         for col in ("train_time_s", "inference_time_s", "kernel_max_rel_err",
@@ -71,14 +72,14 @@ def test_paper_files_and_table(paper):
 def test_paper_hgm_matches_quadrature(paper):
     out, _ = paper
     rows = {r["method"]: r for r in read_rows(out / "bench_paper.csv")}
-    for m in ("hgm all-at-once", "hgm one-path-per-point"):
+    for m in ("series+hgm all-at-once", "hgm one-path-per-point"):
         assert num(rows[m]["kernel_max_rel_err"]) <= 1e-10, rows[m]
         assert num(rows[m]["kernel_rel_fro_err"]) <= 1e-10, rows[m]
     # one-path-per-point ran on a subsample: its full-size target error is NA,
     # all-at-once has a finite one
     assert rows["hgm one-path-per-point"]["timed_on"] == "subsample"
     assert rows["hgm one-path-per-point"]["pred_rel_rmse_vs_targets"] == ""
-    assert math.isfinite(num(rows["hgm all-at-once"]["pred_rel_rmse_vs_targets"]))
+    assert math.isfinite(num(rows["series+hgm all-at-once"]["pred_rel_rmse_vs_targets"]))
     # the pointwise method is registered only during the run
     assert "hgm-pointwise" not in METHODS
 
@@ -100,9 +101,9 @@ def test_paper_user_errors(tmp_path):
 def _check_accuracy_csv(path, with_closed: bool):
     rows = read_rows(path)
     methods = {r["method"] for r in rows}
-    assert {"gh", "hgm"} <= methods and (("closed" in methods) == with_closed)
+    assert {"gh", "series+hgm"} <= methods and (("closed" in methods) == with_closed)
     gh = [r for r in rows if r["method"] == "gh" and r["note"] == ""]
-    hgm = [r for r in rows if r["method"] == "hgm"]
+    hgm = [r for r in rows if r["method"] == "series+hgm"]
     assert len(gh) >= 3 and len(hgm) >= 3
     for r in gh + hgm:
         assert num(r["time_s"]) > 0 and math.isfinite(num(r["max_rel_err"]))
@@ -157,7 +158,7 @@ def test_paper_kernel_not_positive_definite(tmp_path):
                     "--pointwise", "4", "-o", out)
     assert "not positive definite" in result.stdout
     rows = {r["method"]: r for r in read_rows(out / "bench_paper.csv")}
-    for m in ("gh-25", "hgm all-at-once"):
+    for m in ("gh-25", "series+hgm all-at-once"):
         assert "not positive definite" in rows[m]["note"]
         assert rows[m]["pred_rel_rmse_vs_targets"] == ""
         assert math.isfinite(num(rows[m]["kernel_max_rel_err"]))
@@ -186,5 +187,5 @@ def test_paper_reports_r2_with_defaults_and_seed_setting(paper):
     assert d["r2_test"] == pytest.approx(1 - np.sum((pred - yte) ** 2) / ss_tot, rel=1e-9)
     assert d["ridge_chosen"] == pytest.approx(model.ridge_, rel=1e-12)
     seed = data["seed_setting"]
-    assert seed["method"] == "hgm all-at-once" and seed["ridge"] == 1.0
+    assert seed["method"] == "series+hgm all-at-once" and seed["ridge"] == 1.0
     assert "R² on the test rows: defaults" in result.stdout and "seed's setting" in result.stdout

@@ -110,12 +110,13 @@ def _mathmd_relu_system():
 
 def test_ode_with_the_published_relu_pfaffian(tmp_path, monkeypatch):
     monkeypatch.setenv("NTKHGM_CACHE_DIR", str(tmp_path))
-    ev = HGMEvaluator(lambda u: np.maximum(u, 0.0), _mathmd_relu_system())
+    ev = HGMEvaluator(lambda u: np.maximum(u, 0.0), _mathmd_relu_system(), mode="hgm")
     a, b, c = _points(40, seed=11)
     theta = np.arccos(np.clip(c / np.sqrt(a * b), -1, 1))
     keep = (theta > 0) & (theta < np.pi)
-    # the ODE alone, on every non-degenerate point (not only where the series stops)
-    got = ev._ode(np.sqrt(a[keep]), np.sqrt(b[keep]), theta[keep])
+    # the Pfaffian paths alone, on every non-degenerate point, up to |ρ| = 1 − 1e-14
+    got = ev._paths(np.sqrt(a[keep]), np.sqrt(b[keep]), theta[keep])
+    assert np.all(np.isfinite(got))             # no path was left to the fallback
     exact = ntkhgm.dual("relu", a[keep], b[keep], c[keep], method="closed")
     assert np.max(np.abs(got - exact) / (np.sqrt(a[keep] * b[keep]) / 2)) <= 1e-12
 
@@ -156,19 +157,25 @@ def test_sphere_data_uses_one_interpolant_and_stays_exact():
 def test_auto_prefers_hgm_for_resin_and_gelu_falls_back():
     from ntkhgm.duals import resolve_method
 
-    assert resolve_method("resin") == "hgm"
+    assert resolve_method("resin") == "series+hgm"
     assert resolve_method("relu") == "closed"
-    assert resolve_method("gelu", npoints=10) in ("hgm", "quad")
+    assert resolve_method("gelu", npoints=10) == "series+hgm"
 
 
-def test_path_failure_is_a_typed_error_naming_lambda(monkeypatch):
+def test_path_failure_goes_to_the_fallback_and_strict_paths_raise(monkeypatch):
     from ntkhgm.errors import IntegrationError
     from ntkhgm.numeric import batched_rk
+    from ntkhgm.numeric.pfaffian_ode import PathEvaluator, integrate_paths
 
     monkeypatch.setattr(batched_rk, "_run", lambda rhs, y0, idx, n: y0 * n)  # never converges
-    ev = HGMEvaluator(lambda u: np.maximum(u, 0.0), _mathmd_relu_system())
-    with pytest.raises(IntegrationError, match=r"Λ = \[\[2\.0"):
-        ev._ode(np.sqrt([2.0]), np.sqrt([3.0]), np.array([0.01]))
+    ev = HGMEvaluator(lambda u: np.maximum(u, 0.0), _mathmd_relu_system(), mode="hgm")
+    a, b, c = np.array([2.0, 2.0]), np.array([3.0, 3.0]), np.array([0.3, 0.9999]) * np.sqrt(6.0)
+    got = ev(a, b, c)           # every path fails: the reference quadrature answers
+    exact = ntkhgm.dual("relu", a, b, c, method="closed")
+    assert np.max(np.abs(got - exact)) <= 1e-12 * np.sqrt(6.0) / 2
+    with pytest.raises(IntegrationError, match="did not reach"):
+        integrate_paths(PathEvaluator(ev.rs, np.sqrt([2.0]), np.sqrt([3.0])),
+                        np.ones((1, 2)), np.array([0.01]))
 
 
 def test_path_through_a_singular_point_is_a_typed_error(tmp_path, monkeypatch):
@@ -180,7 +187,7 @@ def test_path_through_a_singular_point_is_a_typed_error(tmp_path, monkeypatch):
     zero = _RF({}, one)
     pole = _RF(one, {(0, 1, 0): Fraction(1), (0, 0, 0): Fraction(-1)})   # 1/(x12 − 1)
     system = _System(((0, 0, 0),), {"x11": ((zero,),), "x12": ((pole,),), "x22": ((zero,),)})
-    ev = HGMEvaluator(lambda u: np.maximum(u, 0.0), system)
-    # a = b = 1: x12 = ρ/(2(1 − ρ²)) crosses 1 at ρ ≈ 0.78
+    ev = HGMEvaluator(lambda u: np.maximum(u, 0.0), system, mode="hgm")
+    # a = b = 1: x12 = ρ/(2(1 − ρ²)) crosses 1 at ρ ≈ 0.78; the path from c = 0 meets it
     with pytest.raises(SingularityError, match=r"singular point.*Λ = \[\[1\.0"):
-        ev._ode(np.array([1.0]), np.array([1.0]), np.array([np.arccos(0.95)]))
+        ev._paths(np.array([1.0]), np.array([1.0]), np.array([np.arccos(0.85)]))

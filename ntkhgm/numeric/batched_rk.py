@@ -29,6 +29,7 @@ RHS = Callable[[float, np.ndarray, np.ndarray], np.ndarray]
 
 def _run(rhs: RHS, y0: np.ndarray, idx: np.ndarray, nsteps: int) -> np.ndarray:
     y = y0.copy()
+    carry = np.zeros_like(y)     # compensated (Kahan) sum of the steps: rounding ε|y|, not ε|y|√n
     h = 1.0 / nsteps
     k = np.empty((_STAGES,) + y.shape)
     for step in range(nsteps):
@@ -36,7 +37,10 @@ def _run(rhs: RHS, y0: np.ndarray, idx: np.ndarray, nsteps: int) -> np.ndarray:
         for s in range(_STAGES):
             ys = y + h * np.tensordot(_A[s, :s], k[:s], axes=(0, 0)) if s else y
             k[s] = rhs(t + _C[s] * h, ys, idx)
-        y = y + h * np.tensordot(_B, k, axes=(0, 0))
+        inc = h * np.tensordot(_B, k, axes=(0, 0)) - carry
+        new = y + inc
+        carry = (new - y) - inc
+        y = new
     return y
 
 

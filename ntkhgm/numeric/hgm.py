@@ -56,53 +56,18 @@ EPS = np.finfo(float).eps
 UNIFORM_RTOL = 1e-14
 
 
-def rho_system(system) -> RhoSystem:
-    """The Pfaffian in (sa, sb, ρ) coordinates, derived once per process and cached on disk."""
-    from .pfaffian_ode import rho_system_key
-
-    key = rho_system_key(system)
-    cached = _load_rho_cache(key)
-    if cached is not None:
-        return cached
-    rs = RhoSystem.from_pfaffian(system)
-    _store_rho_cache(key, rs)
-    return rs
-
-
-def _rho_cache_path(key: str):
-    import os
-    from pathlib import Path
-
-    root = os.environ.get("NTKHGM_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ntkhgm")
-    return Path(root) / "derived" / f"rho-{key}.json"
-
-
 _RHO_MEMO: dict[str, RhoSystem] = {}
 
 
-def _load_rho_cache(key: str) -> RhoSystem | None:
-    if key in _RHO_MEMO:
-        return _RHO_MEMO[key]
-    path = _rho_cache_path(key)
-    try:
-        rs = RhoSystem.from_json(path.read_text())
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    _RHO_MEMO[key] = rs
-    return rs
+def rho_system(system) -> RhoSystem:
+    """The Pfaffian in (sa, sb, ρ) coordinates, derived exactly once per process (about a
+    second for rank 8; nothing is read back from disk)."""
+    from .pfaffian_ode import rho_system_key
 
-
-def _store_rho_cache(key: str, rs: RhoSystem) -> None:
-    from ..atomic import atomic_write_text
-
-    _RHO_MEMO[key] = rs
-    path = _rho_cache_path(key)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, rs.to_json())
-    except OSError:
-        pass  # a read-only cache only costs the derivation next time
+    key = rho_system_key(system)
+    if key not in _RHO_MEMO:
+        _RHO_MEMO[key] = RhoSystem.from_pfaffian(system)
+    return _RHO_MEMO[key]
 
 
 def _moments(f, sa: np.ndarray, pmax: int) -> np.ndarray:
@@ -124,10 +89,18 @@ class HGMEvaluator:
         self._rs = None
         self._ends: dict[int, EndSystem] = {}
 
-    def end_system(self, end: int) -> EndSystem:
-        """The system at ρ = end in t = 1 − end·ρ, sheared (docs/math.md §9), built once."""
+    def end_system(self, end: int) -> tuple[EndSystem, np.ndarray] | None:
+        """The system at ρ = end in t = 1 − end·ρ, sheared (docs/math.md §9), and the
+        spectrum of its reduced residue at a = b = 1; built once.  None where no
+        diagonal shearing makes the pole simple (GELU′: a Moser reduction would be
+        needed; such paths go to the fallback)."""
         if end not in self._ends:
-            self._ends[end] = EndSystem.from_rho_system(self.rs, end)
+            try:
+                es = EndSystem.from_rho_system(self.rs, end)
+                one = np.ones(1)
+                self._ends[end] = (es, EndPathEvaluator(es, one, one).spectrum[0])
+            except SingularityError:
+                self._ends[end] = None
         return self._ends[end]
 
     @property
@@ -184,7 +157,8 @@ class HGMEvaluator:
                                         theta_mid[move], scale[move])
         out[~near] = G[~near, 0]
         for end in (1, -1):
-            m = near & ((theta < 0.5 * np.pi) if end == 1 else (theta > 0.5 * np.pi))
+            m = (near & np.all(np.isfinite(G), axis=1)
+                 & ((theta < 0.5 * np.pi) if end == 1 else (theta > 0.5 * np.pi)))
             if np.any(m):
                 out[m] = self._end_paths(end, sa[m], sb[m], theta[m], G[m], scale[m])
         return out
@@ -192,7 +166,8 @@ class HGMEvaluator:
     def _theta_paths(self, sa, sb, g, theta_start, theta_target, scale):
         try:
             return integrate_paths(PathEvaluator(self.rs, sa, sb), g, theta_target,
-                                   tol=self.tol, scale=scale, theta_start=theta_start)
+                                   tol=self.tol, scale=scale, theta_start=theta_start,
+                                   strict=False)
         except (IntegrationError, SingularityError) as exc:
             self._name_lambda(exc, sa, sb, theta_target)
 
@@ -201,8 +176,12 @@ class HGMEvaluator:
         # t = 1 − |ρ| from θ without cancellation
         t = 2.0 * (np.sin(0.5 * theta) if end == 1 else np.cos(0.5 * theta)) ** 2
         t0 = np.full(t.size, 1.0 - RHO_START)
+        out = np.full(t.size, np.nan)
+        if self.end_system(end) is None:
+            return out
+        es, spectrum = self.end_system(end)
         try:
-            ev = EndPathEvaluator(self.end_system(end), sa, sb)
+            ev = EndPathEvaluator(es, sa, sb)
         except SingularityError as exc:
             self._name_lambda(exc, sa, sb, theta)
         # D = Σ_j M_0j(t) Y_j.  Rounding of the start (relative to the size of G̃) is
@@ -212,7 +191,9 @@ class HGMEvaluator:
         growth = (np.sum(np.abs(ev.to_original(t)[:, 0, :]), axis=1)
                   / np.sum(np.abs(ev.to_original(t0)[:, 0, :]), axis=1))
         ok = 4 * EPS * growth <= 0.1 * self.tol
-        out = np.full(t.size, np.nan)
+        # the residue's spectrum does not depend on the variances; where rounding in the
+        # polynomial coefficients (large a, b) has moved it, the reduction is not to be trusted
+        ok &= np.all(np.abs(ev.spectrum - spectrum) <= 1e-6 * (1 + np.abs(spectrum)), axis=1)
         if np.any(ok):
             try:
                 G = integrate_to_end(ev.subset(ok), g[ok], t0[ok], t[ok], tol=self.tol,

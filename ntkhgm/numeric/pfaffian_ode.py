@@ -1,4 +1,4 @@
-"""The Pfaffian system restricted to paths of fixed variances (math.md §2, §4).
+"""The Pfaffian system restricted to paths of fixed variances (docs/math.md §2, §4, §9).
 
 With a = sa², b = sb² fixed and c = sa·sb·ρ, the Pfaffian ∂ij F = Pij F in
 x = −½Λ⁻¹ becomes one linear ODE in ρ for the normalised moments
@@ -7,23 +7,23 @@ x = −½Λ⁻¹ becomes one linear ODE in ρ for the normalised moments
     p = 2i + j,  q = 2k + j,   so that G̃_1 = D_f(a, b, c),
 
 namely dG̃/dρ = B(sa, sb, ρ) G̃ with B = S⁻¹(Σ (∂x_ij/∂ρ) P_ij(x(ρ)) + ρ/(1−ρ²)) S,
-S = diag(sa^p sb^q) (G = F·√det x/π = F/(2π√δ), δ = ab − c²).  The symbolic
-substitution is done once (sympy) so that no cancellation of large x entries
-happens in floating point: B's common denominator is κ(1−ρ)^m₁(1+ρ)^m₂·Q̃, and
-1 ∓ ρ are evaluated from θ = arccos ρ as 2 sin²(θ/2), 2 cos²(θ/2).
+S = diag(sa^p sb^q) (G = F·√det x/π = F/(2π√δ), δ = ab − c²).  The substitution
+is exact (:meth:`RhoSystem.from_pfaffian`), so that no cancellation of large x
+entries happens in floating point: B's common denominator is
+(1−ρ)^m₁(1+ρ)^m₂·Q̃, and 1 ∓ ρ are evaluated from θ = arccos ρ as 2 sin²(θ/2),
+2 cos²(θ/2).
 
-Paths run in θ from π/2 (c = 0, where the initial values factorise,
-math.md §5) to the target, with π/2 − θ geometric in the distance to the
-singular end θ ∈ {0, π}: in that parameter the system's pole at ρ = ±1 turns
-into bounded coefficients, so every path costs the same, however close |ρ| is
-to 1.
+Two kinds of path (docs/math.md §9):
 
-That holds where the pole at ρ = ±1 is simple (a Fuchsian, regular singular
-point: ReLU, rectified monomials, erf, normcdf, sin).  ReSin's system has a
-double pole there (:attr:`RhoSystem.fuchsian` is False): the singular point is
-irregular, with modes like e^{c/(1−ρ²)}, and neither explicit nor implicit
-(Radau IIA) integration towards it reached 1e-13 in our measurements; the HGM
-evaluator sends such paths elsewhere (see :mod:`.hgm`).
+- away from |ρ| = 1: in θ, from the initial values at c = 0 (§5) or at |ρ| = 0.9,
+  geometric in the distance to the nearer end θ ∈ {0, π}
+  (:func:`integrate_paths`);
+- near |ρ| = 1: in log t, t = 1 − |ρ|, for the system re-expanded exactly in t,
+  sheared (:class:`EndSystem`) and reduced per path to a system whose solutions
+  stay bounded (:class:`EndPathEvaluator`, :func:`integrate_to_end`).  The pole
+  at |ρ| = 1 is double for ReSin and GELU (an apparently irregular point); the
+  shearing shows it is regular, and the cost of a path hardly depends on how
+  close |ρ| is to 1.
 """
 
 from __future__ import annotations
@@ -35,26 +35,11 @@ from fractions import Fraction
 from math import comb
 
 import numpy as np
-import sympy as sp
+from sympy.polys.domains import QQ
+from sympy.polys.rings import ring
 
 from ..errors import SingularityError
 from . import batched_rk
-
-_SA, _SB, _RHO = sp.symbols("sa sb rho", positive=True)
-_X = sp.symbols("x11 x12 x22")
-
-
-def _to_sympy(poly: dict) -> sp.Expr:
-    x11, x12, x22 = _X
-    return sp.Add(*[sp.Rational(cf.numerator, cf.denominator) * x11 ** e[0] * x12 ** e[1]
-                    * x22 ** e[2] for e, cf in poly.items()])
-
-
-def _poly_terms(expr: sp.Expr) -> list[tuple[int, int, int, Fraction]]:
-    """(e_sa, e_sb, e_rho, coefficient) of a polynomial in sa, sb, ρ."""
-    poly = sp.Poly(sp.expand(expr), _SA, _SB, _RHO)
-    return [(int(m[0]), int(m[1]), int(m[2]), Fraction(int(c.p), int(c.q)))
-            for m, c in poly.terms()]
 
 
 @dataclass(frozen=True)
@@ -75,53 +60,81 @@ class RhoSystem:
 
     @classmethod
     def from_pfaffian(cls, system) -> RhoSystem:
-        """Substitute x = −½Λ⁻¹(sa, sb, ρ) into the Pfaffian matrices (sympy, exact)."""
-        x11, x12, x22 = _X
-        a, b = _SA ** 2, _SB ** 2
-        c = _SA * _SB * _RHO
-        delta = a * b - c * c
-        xs = {x11: -b / (2 * delta), x12: c / (2 * delta), x22: -a / (2 * delta)}
+        """Substitute x = −½Λ⁻¹(sa, sb, ρ) into the Pfaffian matrices, exactly.
+
+        x11 = −1/(2a w), x12 = ρ/(2 sa sb w), x22 = −1/(2b w) with w = 1 − ρ², so a
+        polynomial of degree n in x is P(sa, sb, ρ)/(sa^2n sb^2n (2w)^n): every entry
+        of B is a ratio of polynomials over ℚ, summed and reduced with sparse
+        polynomial gcds (sympy's ``ring``; about a second for rank 8).
+        """
+        ring_, sa, sb, rho = ring("sa,sb,rho", QQ)
+        w = 1 - rho ** 2
         r = len(system.std_monomials)
-        A = sp.zeros(r, r)
-        for name, var in zip(("x11", "x12", "x22"), _X, strict=True):
-            M = sp.Matrix(r, r, lambda i, j, name=name: _to_sympy(system.matrices[name][i][j].num)
-                          / _to_sympy(system.matrices[name][i][j].den))
-            A += sp.diff(xs[var], _RHO) * M.subs(xs, simultaneous=True)
-        A += sp.eye(r) * (_RHO / (1 - _RHO ** 2))
         p = [2 * i + j for i, j, k in system.std_monomials]
         q = [2 * k + j for i, j, k in system.std_monomials]
-        B = sp.zeros(r, r)
+
+        def substituted(poly: dict):
+            n = max((sum(e) for e in poly), default=0)
+            out = ring_(0)
+            for (i, j, k), cf in poly.items():
+                out += (QQ(cf.numerator, cf.denominator) * (-1) ** (i + k) * rho ** j
+                        * sa ** (2 * n - 2 * i - j) * sb ** (2 * n - 2 * k - j)
+                        * (2 * w) ** (n - i - j - k))
+            return out, n
+
+        # ∂x/∂ρ = factor · sa^−ea sb^−eb w^−2
+        dx = {"x11": (-rho, 2, 0), "x12": ((1 + rho ** 2) * QQ(1, 2), 1, 1), "x22": (-rho, 0, 2)}
+        entries = {}
         for i in range(r):
             for j in range(r):
-                B[i, j] = sp.cancel(A[i, j] * _SA ** (p[j] - p[i]) * _SB ** (q[j] - q[i]))
-        nums, dens = zip(*(sp.fraction(sp.together(B[i, j])) for i in range(r) for j in range(r)),
-                           strict=True)
-        common = sp.Integer(1)
-        for d in dens:
-            common = sp.lcm(common, d)
-        kappa, factors = sp.factor_list(common, _SA, _SB, _RHO)
+                parts = [(rho, w)] if i == j else []
+                for name in ("x11", "x12", "x22"):
+                    rf = system.matrices[name][i][j]
+                    if not rf.num:
+                        continue
+                    (pn, n), (pd, m) = substituted(rf.num), substituted(rf.den)
+                    factor, ea, eb = dx[name]
+                    num, den = pn * factor * QQ(2) ** (m - n), pd
+                    for base, e in ((sa, 2 * (m - n) - ea + p[j] - p[i]),
+                                    (sb, 2 * (m - n) - eb + q[j] - q[i]), (w, m - n - 2)):
+                        if e >= 0:
+                            num *= base ** e
+                        else:
+                            den *= base ** -e
+                    parts.append((num, den))
+                tn, td = ring_(0), ring_(1)
+                for nn, dd in parts:
+                    lcm = td * dd.quo(td.gcd(dd))
+                    tn, td = tn * lcm.quo(td) + nn * lcm.quo(dd), lcm
+                if tn:
+                    g = tn.gcd(td)
+                    entries[i, j] = (tn.quo(g), td.quo(g))
+        common = ring_(1)
+        for _, d in entries.values():
+            common = common * d.quo(common.gcd(d))
         m1 = m2 = 0
-        rest = sp.Integer(1)
-        for fac, mult in factors:
-            if sp.expand(fac - (_RHO - 1)) == 0 or sp.expand(fac + (_RHO - 1)) == 0:
-                sign = 1 if sp.expand(fac - (_RHO - 1)) == 0 else -1
-                kappa *= (-sign) ** mult   # write as (1 − ρ)
-                m1 += mult
-            elif sp.expand(fac - (_RHO + 1)) == 0:
-                m2 += mult
-            else:
-                rest *= fac ** mult
-        numerators = tuple(
-            tuple(tuple(_poly_terms(sp.cancel(nums[i * r + j] * common / dens[i * r + j])))
-                  for j in range(r)) for i in range(r))
-        return cls(rank=r, p=tuple(p), q=tuple(q), numerators=numerators,
-                   kappa=Fraction(int(sp.Rational(kappa).p), int(sp.Rational(kappa).q)),
-                   m1=m1, m2=m2, rest=tuple(_poly_terms(rest)))
+        rest = common
+        for sign in (-1, 1):
+            while True:
+                quotient, remainder = rest.div(1 + sign * rho)
+                if remainder:
+                    break
+                rest = quotient
+                if sign < 0:
+                    m1 += 1
+                else:
+                    m2 += 1
 
-    @property
-    def fuchsian(self) -> bool:
-        """True where the poles at ρ = ±1 are simple (paths may approach them)."""
-        return self.m1 <= 1 and self.m2 <= 1
+        def terms(pe):
+            return tuple((int(e[0]), int(e[1]), int(e[2]), Fraction(int(c.numerator),
+                                                                    int(c.denominator)))
+                         for e, c in sorted(pe.terms()))
+
+        numerators = tuple(tuple(
+            terms(entries[i, j][0] * common.quo(entries[i, j][1])) if (i, j) in entries else ()
+            for j in range(r)) for i in range(r))
+        return cls(rank=r, p=tuple(p), q=tuple(q), numerators=numerators, kappa=Fraction(1),
+                   m1=m1, m2=m2, rest=terms(rest))
 
     def to_json(self) -> str:
         def terms(ts):
@@ -189,8 +202,10 @@ class PathEvaluator:
 
 def integrate_paths(evaluator: PathEvaluator, g0: np.ndarray, theta_target: np.ndarray, *,
                     tol: float = 1e-13, scale: np.ndarray | None = None,
-                    theta_start: np.ndarray | None = None) -> np.ndarray:
+                    theta_start: np.ndarray | None = None, strict: bool = True) -> np.ndarray:
     """G̃ at θ_target for every path, from G̃ = g0 at θ_start (default π/2: c = 0).
+
+    With ``strict=False`` a path that misses the tolerance is NaN, not an error.
 
     θ_start must lie between π/2 and θ_target (module docstring).
     """
@@ -215,7 +230,7 @@ def integrate_paths(evaluator: PathEvaluator, g0: np.ndarray, theta_target: np.n
 
     if scale is None:
         scale = np.max(np.abs(g0), axis=1)
-    return batched_rk.integrate(rhs, g0, tol=tol, scale=scale)
+    return batched_rk.integrate(rhs, g0, tol=tol, scale=scale, strict=strict)
 
 
 def _check_rest(evaluator: PathEvaluator, theta_target: np.ndarray, samples: int = 64) -> None:
@@ -249,45 +264,6 @@ def rho_system_key(system) -> str:
                 h.update(repr(sorted(e.den.items())).encode())
     return h.hexdigest()
 
-
-
-def pole_order_at_diagonal(system, sa: float = 1.1, sb: float = 0.9) -> int:
-    """Order of the pole of the ρ-direction system at ρ = ±1 (the larger), numerically.
-
-    Evaluates Σ (∂x_ij/∂ρ) P_ij(x(ρ)) at 1 ∓ ρ = 1e-6 and 1e-8 in 120-digit
-    arithmetic (mpmath: no cancellation) and reads the order off the growth.
-    Cheap next to the exact transformation, which for large systems (gelu')
-    takes minutes and is needed only where paths may approach |ρ| = 1.
-    """
-    import mpmath as mp
-
-    with mp.workdps(120):
-        a, b = mp.mpf(sa) ** 2, mp.mpf(sb) ** 2
-
-        def value(poly, x):
-            return mp.fsum(mp.mpf(cf.numerator) / cf.denominator
-                           * x[0] ** e[0] * x[1] ** e[1] * x[2] ** e[2]
-                           for e, cf in poly.items())
-
-        def size(rho):
-            delta = a * b * (1 - rho * rho)
-            x = (-b / (2 * delta), mp.mpf(sa) * sb * rho / (2 * delta), -a / (2 * delta))
-            dx = (-a * b * b * rho / delta ** 2,
-                  mp.mpf(sa) * sb * (delta + 2 * a * b * rho * rho) / (2 * delta ** 2),
-                  -a * a * b * rho / delta ** 2)
-            r = len(system.std_monomials)
-            return max(abs(mp.fsum(d * value(system.matrices[k][i][j].num, x)
-                                   / value(system.matrices[k][i][j].den, x)
-                                   for d, k in zip(dx, ("x11", "x12", "x22"), strict=True)))
-                       for i in range(r) for j in range(r))
-
-        order = 0
-        for end in (1, -1):
-            e1, e2 = mp.mpf("1e-6"), mp.mpf("1e-8")
-            g1, g2 = size(end * (1 - e1)), size(end * (1 - e2))
-            if g1 > 0 and g2 > 0:
-                order = max(order, int(mp.nint(mp.log(g2 / g1) / mp.log(e1 / e2))))
-        return order
 
 
 # ---------------------------------------------------------------------------
@@ -436,6 +412,7 @@ class EndPathEvaluator:
             lam = np.sort(np.linalg.eigvals(num[0] / d0).real, axis=1)  # residues, (P, r)
             n = np.sum(lam < -NEG_TOL, axis=1)
             if not np.any(n):
+                self.spectrum = lam
                 return num
             lo = np.take_along_axis(lam, np.maximum(n - 1, 0)[:, None], 1)[:, 0]
             hi = np.take_along_axis(lam, np.minimum(n, r - 1)[:, None], 1)[:, 0]
@@ -450,6 +427,11 @@ class EndPathEvaluator:
             P = np.where(take_neg[:, None, :],
                          np.take_along_axis(u_neg, idx[:, None, :], 2),
                          np.take_along_axis(u_pos, idx[:, None, :], 2))
+            # entries at rounding level are structural zeros of the invariant subspaces
+            # (the residue has small rational entries); left in, they would reach D
+            # through the negative powers of t in the gauge and grow like t^−k
+            P = np.where(np.abs(P) <= 64 * np.finfo(float).eps
+                         * np.max(np.abs(P), axis=(1, 2), keepdims=True), 0.0, P)
             num = np.einsum("pij,kpjl,plm->kpim", np.linalg.inv(P), num, P)
             f = take_neg.astype(float)                                   # (P, r)
             diff = f[:, :, None] - f[:, None, :]                        # f_i − f_j
@@ -467,7 +449,7 @@ class EndPathEvaluator:
     def subset(self, mask: np.ndarray) -> EndPathEvaluator:
         """The same evaluator for the paths ``mask`` only."""
         out = object.__new__(EndPathEvaluator)
-        out.r, out.shear = self.r, self.shear
+        out.r, out.shear, out.spectrum = self.r, self.shear, self.spectrum[mask]
         out.num, out.den = self.num[:, mask], self.den[:, mask]
         out.gauge = [(P[mask], f[mask]) for P, f in self.gauge]
         return out
