@@ -57,7 +57,8 @@ def _console(quiet: bool) -> Console | None:
               show_default=True, help="Computer algebra system.")
 @click.option("--force", is_flag=True, help="Recompute even when a cached system exists.")
 @click.option("--check", is_flag=True,
-              help="Verify: exact integrability (sympy) and ∂F = PF against quadrature.")
+              help="Also check integrability exactly (sympy; minutes for rank 8). Always "
+                   "done: integrability modulo a prime and ∂F = PF against quadrature.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the JSON here.")
 @click.option("--quiet", "-q", is_flag=True, help="No stage display on stderr.")
 def pfaffian_cmd(activation, annihilator, dannihilator, name, sigma, dsigma, derivative,
@@ -102,10 +103,12 @@ def pfaffian_cmd(activation, annihilator, dannihilator, name, sigma, dsigma, der
     else:
         jobs.append((activation, derivative, None))
 
+    from ..activations import is_catalog_name
     from ..algebra.backends import get_backend
 
     be = None
     selected = None
+    served = False
     try:
         for text, deriv, expr in jobs:
             if con is not None:
@@ -113,17 +116,28 @@ def pfaffian_cmd(activation, annihilator, dannihilator, name, sigma, dsigma, der
                 con.print(f"[bold]{label}{' (σ′)' if deriv else ''}[/]")
             if force and be is None:
                 be = get_backend(backend)
+            stages: list[str] = []
+
+            def track(stage: str, seconds: float, stages=stages) -> None:
+                stages.append(stage)
+                progress(stage, seconds)
+
             system = compute_pfaffian(text, deriv, backend=backend, force=force, name=name,
-                                      backend_obj=be, expression=expr, progress=progress)
+                                      backend_obj=be, expression=expr, progress=track,
+                                      exact_check=check,
+                                      verify=lambda s: _numeric_check(s, con))
             if deriv == derivative:
-                selected = system
+                selected, served = system, "cache" in stages
     finally:
         if be is not None:
             be.close()
     assert selected is not None
 
-    if check:
+    if check and served:
         _check(selected, con)
+    if force and activation is not None and is_catalog_name(activation) and not quiet:
+        click.echo("ntkhgm: note: a recomputed catalog system is not stored (catalog "
+                   "activations use the shipped files); -o FILE writes it", err=True)
     if con is not None:
         t = Table(show_header=False, box=None)
         t.add_row("system", selected.key)
@@ -147,9 +161,8 @@ def _mono(m: tuple[int, int, int]) -> str:
 
 
 def _check(system, con: Console | None) -> None:
-    from ..activations import get_activation
+    """Exact integrability (sympy) and the numeric check of a stored system."""
     from ..algebra.pfaffian import check_integrability_exact
-    from ..errors import UnknownActivationError
 
     t0 = time.perf_counter()
     fails = check_integrability_exact(system)
@@ -157,32 +170,27 @@ def _check(system, con: Console | None) -> None:
         raise PfaffianFileError(f"{system.key}: not integrable ({', '.join(fails[:3])})")
     if con is not None:
         con.print(f"  integrability  exact, ok  {time.perf_counter() - t0:8.2f} s")
+    _numeric_check(system, con)
+
+
+def _numeric_check(system, con: Console | None) -> None:
+    """∂F = PF against 2-D quadrature at two points, where σ (or σ') is known."""
+    from ..activations import get_activation, is_catalog_name
+    from ..algebra.annihilator import parse_annihilator
     from ..checks import check_pfaffian_numeric
 
-    if system.expression is not None:
-        t0 = time.perf_counter()
-        err = check_pfaffian_numeric(system, n_points=2)
-        if con is not None:
-            con.print(f"  quadrature     max rel. err {err:.1e}  "
-                      f"{time.perf_counter() - t0:8.2f} s")
-        return
-    try:
+    f = system.function()
+    if f is None and is_catalog_name(system.activation):
         act = get_activation(system.activation)
-    except UnknownActivationError:
+        ann = act.annihilator_of(system.derivative)
+        if ann is not None and parse_annihilator(ann).text() == system.annihilator:
+            f = act.function(system.derivative)
+    if f is None:
         if con is not None:
             con.print("  [yellow]numeric check skipped: σ of a user activation is unknown "
                       "(give --sigma/--dsigma)[/]")
         return
-    if act.annihilator_of(system.derivative) is None:
-        return
-    from ..algebra.annihilator import parse_annihilator
-
-    if parse_annihilator(act.annihilator_of(system.derivative)).text() != system.annihilator:
-        if con is not None:
-            con.print("  [yellow]numeric check skipped: not the catalog's annihilator[/]")
-        return
-
     t0 = time.perf_counter()
-    err = check_pfaffian_numeric(system, n_points=2)
+    err = check_pfaffian_numeric(system, f, n_points=2)
     if con is not None:
         con.print(f"  quadrature     max rel. err {err:.1e}  {time.perf_counter() - t0:8.2f} s")
