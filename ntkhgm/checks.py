@@ -1,4 +1,4 @@
-"""Numeric verification of Pfaffian systems against 2-D quadrature (math.md §2, §4, §5).
+"""Numeric verification of Pfaffian systems against 2-D quadrature (docs/math.md §2, §4, §5).
 
 For a standard monomial s = ∂11^i ∂12^j ∂22^k,
 
@@ -39,7 +39,7 @@ def random_points(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def monomial_values(f: Callable[[np.ndarray], np.ndarray], monos: list[Mono],
                     x11, x12, x22) -> dict[Mono, np.ndarray]:
-    """s•Ê(x) for each s in ``monos`` by quadrature (module docstring; math.md §5)."""
+    """s•Ê(x) for each s in ``monos`` by quadrature (module docstring; docs/math.md §5)."""
     x11, x12, x22 = (np.asarray(v, dtype=float) for v in (x11, x12, x22))
     det = x11 * x22 - x12 * x12
     if np.any(det <= 0) or np.any(x11 >= 0):
@@ -65,7 +65,7 @@ def check_pfaffian_numeric(system: PfaffianSystem,
                            f: Callable[[np.ndarray], np.ndarray] | None = None, *,
                            n_points: int = 3, seed: int = 0, rtol: float = 1e-9,
                            raise_on_failure: bool = True) -> float:
-    """Check ∂m F = Pm F at random points (math.md §4); return the worst relative error.
+    """Check ∂m F = Pm F at random points (docs/math.md §4); return the worst relative error.
 
     ``f`` defaults to the catalog's σ (or σ' for a derivative system).  The error of
     each component is relative to |lhs| + Σ|P F| (the scale of the cancellation).

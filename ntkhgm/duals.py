@@ -2,10 +2,10 @@
 
 One interface, several methods (a registry, so the HGM evaluator plugs in):
 
-    closed  closed forms (math.md §6), where known
-    hgm     holonomic gradient method (series + Pfaffian ODE, math.md §4, §5, §8)
+    closed  closed forms (docs/math.md §6), where known
+    hgm     holonomic gradient method (series + Pfaffian ODE, docs/math.md §4, §5, §8)
     quad    nested Gauss–Legendre quadrature split at the kink; slow, the reference
-    gh      Gauss–Hermite tensor rule (math.md §7), neural-tangents' method
+    gh      Gauss–Hermite tensor rule (docs/math.md §7), neural-tangents' method
     auto    the most accurate fast method available: closed, then hgm, then quad
             for small inputs or gh (with a warning) for large ones
 
@@ -152,12 +152,12 @@ def _hgm(act, a, b, c, derivative, tol: float | None = None, **options):
     return check_finite(_HGM_EVALUATORS[key](a, b, c), a, b, c)
 
 
-register_method(DualMethod("closed", "closed form (math.md §6)", _closed_available, _closed))
+register_method(DualMethod("closed", "closed form (docs/math.md §6)", _closed_available, _closed))
 register_method(DualMethod("hgm", "holonomic gradient method (series + Pfaffian ODE)",
                            lambda act, d: _pfaffian(act, d) is not None, _hgm))
 register_method(DualMethod("quad", "nested Gauss–Legendre quadrature split at the kink",
                            lambda act, d: True, _quad))
-register_method(DualMethod("gh", "Gauss–Hermite tensor rule (math.md §7)",
+register_method(DualMethod("gh", "Gauss–Hermite tensor rule (docs/math.md §7)",
                            lambda act, d: True, _gh))
 
 
@@ -225,7 +225,7 @@ def second_moment(activation: str | Activation, a, *, derivative: bool = False,
 
 
 def c_sigma(activation: str | Activation) -> float:
-    """cσ = 1 / E_{z~N(0,1)}[σ(z)²] (math.md §1), from the most accurate method."""
+    """cσ = 1 / E_{z~N(0,1)}[σ(z)²] (docs/math.md §1), from the most accurate method."""
     act = as_activation(activation)
     method = "closed" if _closed_available(act, False) else "quad"
     return float(1.0 / second_moment(act, 1.0, method=method))

@@ -1,8 +1,8 @@
 """The Singular backend, computing for real (issue 3 §5) and its faults (issue 6 §2, §4).
 
 Not served from the cache: every computation here uses ``force`` and an empty
-user cache.  References: math.md §4 (ReLU), the exact integrability condition,
-2-D quadrature, and the holonomic ranks of math.md §4.
+user cache.  References: docs/math.md §4 (ReLU), the exact integrability condition,
+2-D quadrature, and the holonomic ranks of docs/math.md §4.
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def test_cli_user_activation_with_sigma(isolated_cache, tmp_path):
 
 @pytest.mark.parametrize("deriv, const", [(False, 2), (True, 1)])
 def test_restriction_ideal_contains_math_md_generators(backend, deriv, const):
-    """math.md §4: relu gives 2x11∂11 + x12∂12 + 2, …; relu' (the seed's) the same with + 1."""
+    """docs/math.md §4: relu gives 2x11∂11 + x12∂12 + 2, …; relu' (the seed's) the same with + 1."""
     from fractions import Fraction
 
     from ntkhgm.algebra.weyl import Reducer, from_sparse

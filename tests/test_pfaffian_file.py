@@ -1,6 +1,6 @@
 """Pfaffian files (issue 3 §2-4, issue 6 §3-4): schema, hash, hostile files, cache, atomicity.
 
-References are independent of the code under test: math.md §4's ReLU Pfaffian,
+References are independent of the code under test: docs/math.md §4's ReLU Pfaffian,
 the exact integrability condition, and 2-D quadrature.
 """
 
@@ -81,12 +81,12 @@ def test_shipped_relu_against_quadrature():
 
 
 def test_relu_initial_value_matches_seed():
-    # F(−1, 0, −1) = (1/4, π/8) (math.md §4) from the recipe 2^j M_{2i+j} M_{2k+j}
+    # F(−1, 0, −1) = (1/4, π/8) (docs/math.md §4) from the recipe 2^j M_{2i+j} M_{2k+j}
     from math import gamma, pi
 
     system = cache.load_file(SHIPPED / "relu.json")
 
-    def M(n, t):  # ReLU moment, math.md §5
+    def M(n, t):  # ReLU moment, docs/math.md §5
         return gamma((n + 2) / 2) / (2 * (-t) ** ((n + 2) / 2))
     vals = [c * M(n1, -1.0) * M(n2, -1.0) for c, n1, n2 in system.initial_value_terms()]
     assert np.allclose(vals, [0.25, pi / 8], rtol=1e-14)

@@ -1,4 +1,4 @@
-"""The activation catalog (math.md §3).
+"""The activation catalog (docs/math.md §3).
 
 Each :class:`Activation` carries vectorised σ and σ', the annihilators of σ and
 σ' as text in ``u`` and ``du`` (the grammar of :mod:`ntkhgm.algebra.annihilator`),

@@ -1,4 +1,4 @@
-"""Command ``ntkhgm pfaffian``: compute, cache, check and print Pfaffian systems (math.md §4).
+"""Command ``ntkhgm pfaffian``: compute, cache, check and print Pfaffian systems (docs/math.md §4).
 
     ntkhgm pfaffian --activation relu [--derivative] [--backend auto|asir|singular]
                     [--force] [--check] [-o FILE] [--quiet]
@@ -63,7 +63,7 @@ def _console(quiet: bool) -> Console | None:
 @click.option("--quiet", "-q", is_flag=True, help="No stage display on stderr.")
 def pfaffian_cmd(activation, annihilator, dannihilator, name, sigma, dsigma, derivative,
                  backend, force, check, output, quiet) -> None:
-    """Pfaffian system ∂ij F = Pij F of an activation's dual (math.md §4)."""
+    """Pfaffian system ∂ij F = Pij F of an activation's dual (docs/math.md §4)."""
     from ..algebra.annihilator import parse_annihilator
     from ..algebra.cache import compute_pfaffian
 
@@ -125,7 +125,7 @@ def pfaffian_cmd(activation, annihilator, dannihilator, name, sigma, dsigma, der
             system = compute_pfaffian(text, deriv, backend=backend, force=force, name=name,
                                       backend_obj=be, expression=expr, progress=track,
                                       exact_check=check,
-                                      verify=lambda s: _numeric_check(s, con))
+                                      verify=lambda s: _numeric_check(s, con, 1))
             if deriv == derivative:
                 selected, served = system, "cache" in stages
     finally:
@@ -170,11 +170,12 @@ def _check(system, con: Console | None) -> None:
         raise PfaffianFileError(f"{system.key}: not integrable ({', '.join(fails[:3])})")
     if con is not None:
         con.print(f"  integrability  exact, ok  {time.perf_counter() - t0:8.2f} s")
-    _numeric_check(system, con)
+    _numeric_check(system, con, 2)
 
 
-def _numeric_check(system, con: Console | None) -> None:
-    """∂F = PF against 2-D quadrature at two points, where σ (or σ') is known."""
+def _numeric_check(system, con: Console | None, n_points: int) -> None:
+    """∂F = PF against 2-D quadrature at ``n_points`` random points, where σ (or σ')
+    is known (about 5 s per point for rank 8)."""
     from ..activations import get_activation, is_catalog_name
     from ..algebra.annihilator import parse_annihilator
     from ..checks import check_pfaffian_numeric
@@ -191,6 +192,6 @@ def _numeric_check(system, con: Console | None) -> None:
                       "(give --sigma/--dsigma)[/]")
         return
     t0 = time.perf_counter()
-    err = check_pfaffian_numeric(system, f, n_points=2)
+    err = check_pfaffian_numeric(system, f, n_points=n_points)
     if con is not None:
         con.print(f"  quadrature     max rel. err {err:.1e}  {time.perf_counter() - t0:8.2f} s")

@@ -6,12 +6,12 @@ kernel matrix):
 
 1. degenerate Λ (a = 0, b = 0 or |ρ| = 1: kernel diagonals, duplicate rows):
    the 1-D integral E_z[f(√a z) f(±√b z)];
-2. |ρ| small enough that the Mehler series (math.md §8, :mod:`.hermite_series`)
+2. |ρ| small enough that the Mehler series (docs/math.md §8, :mod:`.hermite_series`)
    reaches the tolerance within 256 terms: Horner sums of per-variance
    Hermite coefficients;
-3. the rest (|ρ| → 1): the Pfaffian ODE (math.md §4) in the (a, b, θ)
+3. the rest (|ρ| → 1): the Pfaffian ODE (docs/math.md §4) in the (a, b, θ)
    coordinates of :mod:`.pfaffian_ode`, from the factorised initial values on
-   c = 0 (math.md §5), every path in one batched integration — where the
+   c = 0 (docs/math.md §5), every path in one batched integration — where the
    system's singular point at |ρ| = 1 is regular.  Where it is irregular
    (ReSin), the series is continued to 2048 terms and the last few pairs
    (|ρ| ≳ 0.985) use the reference quadrature.
@@ -88,7 +88,7 @@ def _store_rho_cache(key: str, rs: RhoSystem) -> None:
 
 
 def _moments(f, sa: np.ndarray, pmax: int) -> np.ndarray:
-    """μ_p(sa) = E_z[z^p f(sa z)], p = 0..pmax, shape (pmax+1, len(sa)) (math.md §5)."""
+    """μ_p(sa) = E_z[z^p f(sa z)], p = 0..pmax, shape (pmax+1, len(sa)) (docs/math.md §5)."""
     return np.stack([expect_1d(lambda u, p=p: (u ** p) * f(u), sa)
                      / np.where(sa > 0, sa, 1.0) ** p for p in range(pmax + 1)])
 
@@ -117,7 +117,7 @@ class HGMEvaluator:
         Paths start at |ρ| = RHO_START, where the Mehler series gives every
         component G̃_s to absolute accuracy (it is a series for the moment
         E[u^p f(u) v^q f(v)] too), or, where that series is not accurate enough,
-        at c = 0 from the factorised 1-D moments (math.md §5).  Starting late
+        at c = 0 from the factorised 1-D moments (docs/math.md §5).  Starting late
         matters for σ of large variance (sin, erf): their moments at c = 0 are
         exponentially small, known only to absolute accuracy, and the ODE
         multiplies their relative error by the growth e^{√(ab)}.

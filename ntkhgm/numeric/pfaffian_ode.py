@@ -1,4 +1,4 @@
-"""The Pfaffian system restricted to paths of fixed variances (math.md §2, §4).
+"""The Pfaffian system restricted to paths of fixed variances (docs/math.md §2, §4).
 
 With a = sa², b = sb² fixed and c = sa·sb·ρ, the Pfaffian ∂ij F = Pij F in
 x = −½Λ⁻¹ becomes one linear ODE in ρ for the normalised moments
@@ -13,7 +13,7 @@ happens in floating point: B's common denominator is κ(1−ρ)^m₁(1+ρ)^m₂�
 1 ∓ ρ are evaluated from θ = arccos ρ as 2 sin²(θ/2), 2 cos²(θ/2).
 
 Paths run in θ from π/2 (c = 0, where the initial values factorise,
-math.md §5) to the target, with π/2 − θ geometric in the distance to the
+docs/math.md §5) to the target, with π/2 − θ geometric in the distance to the
 singular end θ ∈ {0, π}: in that parameter the system's pole at ρ = ±1 turns
 into bounded coefficients, so every path costs the same, however close |ρ| is
 to 1.

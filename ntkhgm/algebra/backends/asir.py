@@ -1,4 +1,4 @@
-"""The Risa/Asir backend (math.md §4): nk_restriction + yang through ``asir_scripts/ntkhgm.rr``.
+"""The Risa/Asir backend (docs/math.md §4): nk_restriction + yang via ``asir_scripts/ntkhgm.rr``.
 
 Risa/Asir runs as one long-lived subprocess (``asir -quiet``) on a pseudo-terminal
 with ``ctrl("no_debug_on_error",1)`` so that an error never drops into the
