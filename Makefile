@@ -22,7 +22,7 @@ lint:
 
 # the wheel, into dist/
 wheel:
-	$(PYTHON) -m pip wheel --no-deps --no-build-isolation -w dist .
+	$(PYTHON) -m pip wheel --no-deps -w dist .
 
 # build the wheel, install it in a fresh venv, run the README's main job outside the checkout
 wheel-test:
