@@ -5,8 +5,10 @@ Two kinds of places:
 - **shipped** (read-only package data, found through :mod:`importlib.resources`, so
   they work from a checkout, an editable install, a regular install and a wheel):
   the verified Pfaffian systems of the catalog (``ntkhgm/data/pfaffians/*.json``),
-  the systems derived from them (``ntkhgm/data/pfaffians/derived/``) and the
-  Risa/Asir driver script (``ntkhgm/asir_scripts/ntkhgm.rr``).
+  the systems derived from them (``ntkhgm/data/pfaffians/derived/``), the
+  Risa/Asir driver script (``ntkhgm/asir_scripts/ntkhgm.rr``) and the example data
+  (``ntkhgm/data/examples/``: links to the checkout's ``data/*.csv``, copied into
+  the wheel).
   ``$NTKHGM_DATA_DIR`` replaces the shipped Pfaffian folder (and with it the
   derived one below it), e.g. to test an empty or a regenerated set.
 - **user** (written by ntkhgm, atomically): the cache folder
@@ -27,7 +29,8 @@ from importlib import resources
 from pathlib import Path
 
 __all__ = ["user_cache_dir", "user_pfaffian_dir", "user_derived_dir",
-           "shipped_pfaffian_dir", "shipped_derived_dir", "asir_script", "ENV_VARS"]
+           "shipped_pfaffian_dir", "shipped_derived_dir", "asir_script", "example_data_dir",
+           "ENV_VARS"]
 
 #: Environment variables that choose a location (documented in the README's table).
 ENV_VARS = ("NTKHGM_CACHE_DIR", "XDG_CACHE_HOME", "NTKHGM_DATA_DIR")
@@ -90,6 +93,11 @@ def shipped_pfaffian_dir() -> Path:
 def shipped_derived_dir() -> Path:
     """Systems derived from the shipped Pfaffians, shipped with them (``derived/``)."""
     return shipped_pfaffian_dir() / _DERIVED
+
+
+def example_data_dir() -> Path:
+    """The example data shipped with the package (the diabetes split of ``data/``)."""
+    return _package_path("data/examples")
 
 
 def asir_script() -> Path:

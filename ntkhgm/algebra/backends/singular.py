@@ -3,10 +3,10 @@
 Singular runs as a subprocess on a pseudo-terminal (one long-lived session per
 backend object).  Steps:
 
-1. In the Weyl algebra Q⟨y1,y2,x11,x12,x22,∂…⟩ build the Koyama–Takemura ideal
+1. In the Weyl algebra Q⟨x11,x12,x22,y1,y2,∂…⟩ build the Koyama–Takemura ideal
    from the annihilator's normal form (u^a ∂u^b ↦ ∂y1^a T1^b, and the same in v).
-2. ``restrictionIdeal(I, (1,1,0,0,0))`` (default slimgb engine), with dmod.lib's
-   ``isHolonomic`` test answered without computing (see ``_STARTUP``).
+2. ``restrictionIdeal(I, w)``, w = 1 on y1, y2 (default slimgb engine), the ring's
+   variables ordered x11, x12, x22, y1, y2: 15× faster than y's first for GELU'.
 3. ``slimgb`` of the restriction ideal in Q⟨x11,x12,x22,∂11,∂12,∂22⟩ under a
    matrix order comparing ∂-monomials first (degree reverse lexicographic with
    ∂11 > ∂22 > ∂12), then x-monomials: a Gröbner basis in the rational Weyl algebra.
@@ -42,16 +42,6 @@ _CAS_LIMITS = ExprLimits(max_length=20_000_000, max_degree=200, max_terms=200_00
 # ∂-first matrix order on (x11,x12,x22,dx11,dx12,dx22): ∂-degree, −∂12, −∂22, x-degree, −x22, −x12
 _ORDER = ("M(0,0,0,1,1,1, 0,0,0,0,-1,0, 0,0,0,0,0,-1, "
           "1,1,1,0,0,0, 0,0,-1,0,0,0, 0,-1,0,0,0,0)")
-
-
-# dmodapp's restrictionIdeal first asks dmod.lib's isHolonomic, which computes a Gröbner
-# basis of its own: a third of the time for GELU' (about 20 of 64 s of CPU).  The ideal
-# built here is holonomic by construction (docs/math.md §4: the Koyama–Takemura ideal of
-# a holonomic σ), so the session answers that question without computing; a wrong
-# answer could only give a wrong system, which the finite-rank test, the integrability
-# check and the quadrature check reject before anything is stored.
-_STARTUP = ('LIB "dmodapp.lib";\n'
-            "proc isHolonomic(def M) { return(1); }")
 
 
 def _wheel_singular() -> Path | None:
@@ -141,7 +131,7 @@ class SingularBackend(Backend):
                 "Singular", [self.executable, "-q", "-t", "--no-rc", "--no-warn"],
                 env=env, timeout=self._timeout, error_detector=_singular_error,
                 marker=lambda m: f'print("{m}");',
-                startup=_STARTUP)
+                startup='LIB "dmodapp.lib";')
         return self._session
 
     def version(self) -> str:
@@ -167,7 +157,9 @@ class SingularBackend(Backend):
         p = f"ntk{self._job}"
         timings: dict[str, float] = {}
         lines = [
-            f"ring {p}r0 = 0,(y1,y2,x11,x12,x22,dy1,dy2,dx11,dx12,dx22),dp;",
+            # x's before y's: the (−w, w) Gröbner basis breaks ties by dp in this order;
+            # with y's first it took 50 s of CPU for GELU', with x's first 3 s
+            f"ring {p}r0 = 0,(x11,x12,x22,y1,y2,dx11,dx12,dx22,dy1,dy2),dp;",
             f"def {p}W0 = Weyl(); setring {p}W0;",
             f"poly {p}T1 = -(y1 + 2*x11*dy1 + 2*x12*dy2);",
             f"poly {p}T2 = -(y2 + 2*x12*dy1 + 2*x22*dy2);",
@@ -178,7 +170,7 @@ class SingularBackend(Backend):
         ]
         s.run("\n".join(lines))
         t0 = time.perf_counter()
-        s.run(f"def {p}R = restrictionIdeal({p}I, intvec(1,1,0,0,0)); setring {p}R;"
+        s.run(f"def {p}R = restrictionIdeal({p}I, intvec(0,0,0,1,1)); setring {p}R;"
               f" int {p}n = size(resIdeal); print({p}n);")
         timings["restriction"] = time.perf_counter() - t0
         if progress:
