@@ -18,6 +18,7 @@ import pytest
 from conftest import ROOT  # (the checkout, for subprocesses' PYTHONPATH)
 from conftest_algebra import assert_matches_relu_reference, closing_backend, pid_dead
 
+import ntkhgm
 from ntkhgm.algebra import cache
 from ntkhgm.algebra.annihilator import parse_annihilator
 from ntkhgm.algebra.backends.base import CASSession
@@ -69,6 +70,17 @@ def test_resin(backend, isolated_cache):
     assert system.rank == 5
     assert system.std_monomials[0] == (0, 0, 0)
     assert check_pfaffian_numeric(system, n_points=1, seed=2) < 1e-9
+
+
+@pytest.mark.slow
+def test_gelu_derivative_rank_8_within_budget(backend, isolated_cache):
+    # issue 11: a rank-8 user system within 60 s; the CAS and Pfaffian steps take ~12 s
+    system = cache.compute_pfaffian("(2-u^2)*du^2-(u^3-4*u)*du", True, force=True,
+                                    name="mygelu", backend_obj=backend)
+    assert system.rank == 8 and system.std_monomials[0] == (0, 0, 0)
+    assert system.timings["total"] < 60, system.timings
+    f = ntkhgm.get_activation("gelu").function(True)
+    assert check_pfaffian_numeric(system, f, n_points=1, seed=3) < 1e-9
 
 
 def test_user_annihilator_via_api(backend, isolated_cache):
