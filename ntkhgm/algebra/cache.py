@@ -45,8 +45,7 @@ from .pfaffian import (
 )
 
 __all__ = ["load_pfaffian", "store_pfaffian", "has_pfaffian", "compute_pfaffian",
-           "pfaffian_path", "resolve_annihilator", "list_user_activations",
-           "pfaffian_source"]
+           "pfaffian_path", "resolve_annihilator", "list_user_activations"]
 
 _MEMO: dict[tuple[str, int, int], PfaffianSystem] = {}
 _LOCK = threading.Lock()
@@ -95,11 +94,6 @@ def load_file(path: Path) -> PfaffianSystem:
     with _LOCK:
         _MEMO[key] = system
     return system
-
-
-def pfaffian_source(activation: str) -> str:
-    """``"shipped"`` for a catalog activation, ``"user"`` otherwise (where it is read)."""
-    return "shipped" if is_catalog_name(activation) else "user"
 
 
 def load_pfaffian(activation: str, derivative: bool) -> PfaffianSystem | None:
