@@ -45,11 +45,13 @@ POINTWISE = "hgm-pointwise"
 
 
 def default_data() -> tuple[str, str]:
-    """The shipped split: ``data/`` in the working directory, else next to the package."""
+    """The shipped split: ``data/`` in the working directory, else the package's copy."""
     if Path(DEFAULT_TRAIN).exists() and Path(DEFAULT_TEST).exists():
         return DEFAULT_TRAIN, DEFAULT_TEST
-    root = Path(__file__).resolve().parent.parent
-    train, test = root / DEFAULT_TRAIN, root / DEFAULT_TEST
+    from .paths import example_data_dir
+
+    root = example_data_dir()
+    train, test = root / Path(DEFAULT_TRAIN).name, root / Path(DEFAULT_TEST).name
     if train.exists() and test.exists():
         return str(train), str(test)
     return DEFAULT_TRAIN, DEFAULT_TEST  # the loader names the missing file

@@ -1,4 +1,4 @@
-"""Numeric verification of Pfaffian systems against independent moments (math.md §2, §4, §5, §8).
+"""Numeric checks of Pfaffian systems against independent moments (docs/math.md §2, §4, §5, §8).
 
 For a standard monomial s = ∂11^i ∂12^j ∂22^k,
 
@@ -15,7 +15,7 @@ Why a numeric check on load: a gauge transformation F ↦ g·F (e.g. g = x11^(1/
 turns a valid system into P + (∂g/g)·I, which is still integrable and can carry a
 recomputed hash; only the moments themselves — computed from σ, independently of
 the file — tell the two apart.  At ρ = 0 the moments factorise into the exact 1-D
-moments of the initial-value recipe (math.md §5), so a gauge with ∂g ≠ 0 on
+moments of the initial-value recipe (docs/math.md §5), so a gauge with ∂g ≠ 0 on
 x12 = 0 fails there; the points with ρ ≠ 0 catch the others.
 This module sits above both layers (``algebra`` must not import ``numeric``).
 """
@@ -50,7 +50,7 @@ def random_points(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def monomial_values(f: Callable[[np.ndarray], np.ndarray], monos: list[Mono],
                     x11, x12, x22) -> dict[Mono, np.ndarray]:
-    """s•Ê(x) for each s in ``monos`` by quadrature (module docstring; math.md §5)."""
+    """s•Ê(x) for each s in ``monos`` by quadrature (module docstring; docs/math.md §5)."""
     x11, x12, x22 = (np.asarray(v, dtype=float) for v in (x11, x12, x22))
     det = x11 * x22 - x12 * x12
     if np.any(det <= 0) or np.any(x11 >= 0):
@@ -79,7 +79,7 @@ def mehler_monomial_values(f: Callable[[np.ndarray], np.ndarray], monos: list[Mo
                            x11, x12, x22, *, terms: int = MEHLER_TERMS,
                            bounds: dict[Mono, np.ndarray] | None = None
                            ) -> dict[Mono, np.ndarray]:
-    """s•Ê(x) for each s in ``monos`` from the Mehler series (math.md §5, §8).
+    """s•Ê(x) for each s in ``monos`` from the Mehler series (docs/math.md §5, §8).
 
     With u = √a z1, v = √b z2, corr(z1, z2) = ρ and hₙ = Heₙ/√n! (orthonormal),
     E[g(z1) h(z2)] = Σₙ ρⁿ E[g hₙ] E[h hₙ]; the 1-D coefficients come from the
@@ -165,7 +165,7 @@ def check_pfaffian_numeric(system: PfaffianSystem,
                            f: Callable[[np.ndarray], np.ndarray] | None = None, *,
                            n_points: int = 3, seed: int = 0, rtol: float = 1e-9,
                            raise_on_failure: bool = True) -> float:
-    """Check ∂m F = Pm F at random points (math.md §4); return the worst relative error.
+    """Check ∂m F = Pm F at random points (docs/math.md §4); return the worst relative error.
 
     ``f`` defaults to the catalog's σ (or σ' for a derivative system).  The error of
     each component is relative to |lhs| + Σ|P F| (the scale of the cancellation); a

@@ -2,15 +2,15 @@
 
 One interface, several methods (a registry, so the HGM evaluator plugs in):
 
-    closed       closed forms (math.md §6), where known
-    series       the Mehler series with per-variance Hermite coefficients (math.md §8);
+    closed       closed forms (docs/math.md §6), where known
+    series       the Mehler series with per-variance Hermite coefficients (docs/math.md §8);
                  fails with a typed error where |ρ| is too close to 1 for 2048 terms
     hgm          the holonomic gradient method: the Pfaffian system integrated along
-                 paths from its initial values, up to the diagonal (math.md §4, §5, §9)
+                 paths from its initial values, up to the diagonal (docs/math.md §4, §5, §9)
     series+hgm   by region: the series where it converges within 256 terms, Pfaffian
                  paths beyond (what ``auto`` picks when there is no closed form)
     quad         nested Gauss–Legendre quadrature split at the kink; slow, the reference
-    gh           Gauss–Hermite tensor rule (math.md §7), neural-tangents' method
+    gh           Gauss–Hermite tensor rule (docs/math.md §7), neural-tangents' method
     auto         the most accurate fast method available: closed, then series+hgm,
                  then quad for small inputs or gh (with a warning) for large ones
 
@@ -191,16 +191,16 @@ def _holonomic(mode: str):
     return evaluate
 
 
-register_method(DualMethod("closed", "closed form (math.md §6)", _closed_available, _closed))
-register_method(DualMethod("series", "Mehler series (math.md §8), up to 2048 terms",
+register_method(DualMethod("closed", "closed form (docs/math.md §6)", _closed_available, _closed))
+register_method(DualMethod("series", "Mehler series (docs/math.md §8), up to 2048 terms",
                            lambda act, d: True, _holonomic("series"), MAX_NUMERIC_VARIANCE))
-register_method(DualMethod("hgm", "holonomic gradient method: Pfaffian paths (math.md §4, §9)",
+register_method(DualMethod("hgm", "holonomic gradient method: Pfaffian paths (docs/math.md §4, §9)",
                            _hgm_available, _holonomic("hgm"), MAX_NUMERIC_VARIANCE))
 register_method(DualMethod("series+hgm", "Mehler series, Pfaffian paths near |ρ| = 1",
                            _hgm_available, _holonomic("auto"), MAX_NUMERIC_VARIANCE))
 register_method(DualMethod("quad", "nested Gauss–Legendre quadrature split at the kink",
                            lambda act, d: True, _quad, MAX_NUMERIC_VARIANCE))
-register_method(DualMethod("gh", "Gauss–Hermite tensor rule (math.md §7)",
+register_method(DualMethod("gh", "Gauss–Hermite tensor rule (docs/math.md §7)",
                            lambda act, d: True, _gh))
 
 
@@ -300,7 +300,7 @@ def second_moment(activation: str | Activation, a, *, derivative: bool = False,
 
 
 def c_sigma(activation: str | Activation) -> float:
-    """cσ = 1 / E_{z~N(0,1)}[σ(z)²] (math.md §1), from the most accurate method."""
+    """cσ = 1 / E_{z~N(0,1)}[σ(z)²] (docs/math.md §1), from the most accurate method."""
     act = as_activation(activation)
     method = "closed" if _closed_available(act, False) else "quad"
     return float(1.0 / second_moment(act, 1.0, method=method))

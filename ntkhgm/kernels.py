@@ -1,4 +1,4 @@
-"""NNGP and NTK of deep fully connected networks (math.md §1).
+"""NNGP and NTK of deep fully connected networks (docs/math.md §1).
 
 Conventions:
 
@@ -98,7 +98,7 @@ def kernel(X1, X2=None, *, activation: str | Activation, depth: int, kind: str =
            convention: str = "arora", W_std: float = 1.0, b_std: float = 0.0,
            method: str = "auto", progress: Callable[[int, int], None] | None = None,
            **options) -> np.ndarray:
-    """NTK or NNGP matrix K(X1, X2) (K(X1, X1) when X2 is None), math.md §1.
+    """NTK or NNGP matrix K(X1, X2) (K(X1, X1) when X2 is None), docs/math.md §1.
 
     ``method`` chooses the dual-activation method (see :mod:`ntkhgm.duals`);
     ``options`` are passed to it (e.g. ``degree`` for ``gh``).

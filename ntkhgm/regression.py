@@ -1,4 +1,4 @@
-"""Kernel regression with the NTK / NNGP (seed eq. 2, math.md §1).
+"""Kernel regression with the NTK / NNGP (seed eq. 2, docs/math.md §1).
 
     f(x) = ȳ + K(x, X) (K(X, X) + λI)^{-1} (y − ȳ),   λ ≥ 0 (``ridge``)
 

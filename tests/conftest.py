@@ -1,19 +1,40 @@
-"""Shared fixtures: the repository root on sys.path, data files, a CLI runner."""
+"""Shared fixtures: the repository root on sys.path, data files, a CLI runner.
+
+No test touches the user's home: before collection every cache variable points into
+a temporary folder (for code run at import time), and an autouse fixture gives each
+test its own empty cache (``isolated_cache``), inherited by subprocesses.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+_SESSION_TMP: str | None = None
+
+
+def pytest_configure(config) -> None:
+    global _SESSION_TMP
+    _SESSION_TMP = tempfile.mkdtemp(prefix="ntkhgm-tests-")
+    os.environ["NTKHGM_CACHE_DIR"] = os.path.join(_SESSION_TMP, "cache")
+    os.environ["XDG_CACHE_HOME"] = os.path.join(_SESSION_TMP, "xdg")
+
+
+def pytest_unconfigure(config) -> None:
+    if _SESSION_TMP is not None:
+        shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run the checkout even when ntkhgm is not installed
     sys.path.insert(0, str(ROOT))
 
-DATA = ROOT / "data"
+DATA = ROOT / "data"  # the example CSV files (package data lives in ntkhgm/)
 
 
 @pytest.fixture
@@ -49,9 +70,10 @@ def relu_ntk_reference(X1, X2, depth):
     return theta_ntk
 
 
-@pytest.fixture
-def isolated_cache(tmp_path, monkeypatch):
-    """An empty user Pfaffian cache for one test."""
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    """An empty user cache for every test (not created; ``XDG_CACHE_HOME`` too)."""
     d = tmp_path / "cache"
     monkeypatch.setenv("NTKHGM_CACHE_DIR", str(d))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     return d

@@ -60,9 +60,9 @@ def test_fuzz_only_typed_errors(text):
 
 
 def test_expression_in_pfaffian_file_is_validated(tmp_path):
-    from pathlib import Path
+    from ntkhgm.paths import shipped_pfaffian_dir
 
-    text = (Path(__file__).resolve().parents[1] / "data" / "pfaffians" / "relu.json").read_text()
+    text = (shipped_pfaffian_dir() / "relu.json").read_text()
     obj = json.loads(text)
     obj["expression"] = "(u*step(u))"
     obj["sha256"] = content_hash(obj)

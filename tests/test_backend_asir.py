@@ -28,7 +28,7 @@ if find_contrib() is None:
     pytest.skip("asir-contrib (nk_restriction.rr, yang.rr) not found: set OpenXM_HOME or "
                 "ASIR_CONTRIB_DIR", allow_module_level=True)
 
-pytestmark = pytest.mark.asir
+pytestmark = [pytest.mark.asir, pytest.mark.cas]
 
 
 

@@ -51,6 +51,11 @@ def test_check_on_shipped_relu(tmp_path):
     (["--annihilator", "u*du-1; quit;", "--name", "a"], "position 6"),
     (["--annihilator", "u*du-1", "--name", "a", "--sigma", "__import__('os')"], "unknown name"),
     (["--annihilator", "u*du-1", "--name", "a", "--sigma", "u^2*step(u)"], "does not annihilate"),
+    (["--annihilator", "u*du-2", "--name", "ReSin"], "reserved"),
+    (["--annihilator", "u*du-5", "--name", "relu5"], "reserved"),
+    (["--activation", "relu", "--backend", "maple"], "Invalid value for '--backend'"),
+    (["--activation", "relu", "--no-such-option"], "No such option"),
+    (["--activation"], "requires an argument"),
 ])
 def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
     r = run(args, tmp_path, NTKHGM_ASIR="/nonexistent")
@@ -64,6 +69,16 @@ def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
 def test_corrupt_cache_entry_is_a_clear_error(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "relu.json").write_text('{"schema": "ntkhgm.pfaffian/1"}')
-    r = run(["--activation", "relu"], tmp_path)
+    (cache / "mine.json").write_text('{"schema": "ntkhgm.pfaffian/1"}')
+    r = run(["--activation", "mine"], tmp_path)
     assert r.returncode == 2 and "--force" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_catalog_never_reads_the_user_cache(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "relu.json").write_text('{"schema": "ntkhgm.pfaffian/1"}')  # a would-be shadow
+    r = run(["--activation", "relu"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["annihilator"] == "u*du-1"

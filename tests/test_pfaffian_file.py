@@ -1,11 +1,12 @@
 """Pfaffian files (issue 3 §2-4, issue 6 §3-4): schema, hash, hostile files, cache, atomicity.
 
-References are independent of the code under test: math.md §4's ReLU Pfaffian,
+References are independent of the code under test: docs/math.md §4's ReLU Pfaffian,
 the exact integrability condition, and 2-D quadrature.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -26,10 +27,10 @@ from ntkhgm.algebra.pfaffian import (
     content_hash,
     integrability_defect_modp,
 )
-from ntkhgm.errors import BackendCrashError, BackendError, PfaffianFileError
+from ntkhgm.errors import BackendCrashError, BackendError, InputError, PfaffianFileError
+from ntkhgm.paths import shipped_pfaffian_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "data" / "pfaffians"
+SHIPPED = shipped_pfaffian_dir()
 
 
 def relu_text() -> str:
@@ -80,12 +81,12 @@ def test_shipped_relu_against_quadrature():
 
 
 def test_relu_initial_value_matches_seed():
-    # F(−1, 0, −1) = (1/4, π/8) (math.md §4) from the recipe 2^j M_{2i+j} M_{2k+j}
+    # F(−1, 0, −1) = (1/4, π/8) (docs/math.md §4) from the recipe 2^j M_{2i+j} M_{2k+j}
     from math import gamma, pi
 
     system = cache.load_file(SHIPPED / "relu.json")
 
-    def M(n, t):  # ReLU moment, math.md §5
+    def M(n, t):  # ReLU moment, docs/math.md §5
         return gamma((n + 2) / 2) / (2 * (-t) ** ((n + 2) / 2))
     vals = [c * M(n1, -1.0) * M(n2, -1.0) for c, n1, n2 in system.initial_value_terms()]
     assert np.allclose(vals, [0.25, pi / 8], rtol=1e-14)
@@ -178,31 +179,52 @@ def test_modp_integrability_detects_a_small_change():
 
 # --------------------------------------------------------------------------- cache
 
-def test_cache_lookup_order_and_corrupt_user_entry(isolated_cache, tmp_path, monkeypatch):
+def _as_user(system: PfaffianSystem, name: str) -> PfaffianSystem:
+    return dataclasses.replace(system, activation=name)
+
+
+def test_catalog_reads_shipped_only_and_user_names_user_only(isolated_cache, tmp_path,
+                                                              monkeypatch):
     assert cache.load_pfaffian("relu", False).backend  # shipped
     assert cache.has_pfaffian("relu", True)
     assert not cache.has_pfaffian("nosuch", False)
     isolated_cache.mkdir(parents=True)
+    # a user-cache file with a catalog name is never read (an older version's, or a shadow)
     (isolated_cache / "relu.json").write_text(relu_text()[:100])
+    assert cache.load_pfaffian("relu", False) == PfaffianSystem.from_json(relu_text())
+    assert cache.list_user_activations() == []
+    # a damaged user system is reported with the way out
+    (isolated_cache / "mine.json").write_text(relu_text()[:100])
     with pytest.raises(PfaffianFileError, match="--force"):
-        cache.load_pfaffian("relu", False)
+        cache.load_pfaffian("mine", False)
     monkeypatch.setenv("NTKHGM_DATA_DIR", str(tmp_path / "empty"))
-    (isolated_cache / "relu.json").unlink()
     assert cache.load_pfaffian("relu", False) is None
+    assert cache.list_user_activations() == ["mine"]
+
+
+@pytest.mark.parametrize("name", ["relu", "ReSin", "relu7", "sigmoid"])
+def test_catalog_names_are_reserved(isolated_cache, name):
+    system = PfaffianSystem.from_json(relu_text())
+    with pytest.raises(InputError, match="reserved"):
+        cache.store_pfaffian(_as_user(system, name.lower()))
+    with pytest.raises(InputError, match="reserved"):
+        cache.compute_pfaffian("u*du-1", False, name=name, backend_obj=_FailingBackend())
+    assert not isolated_cache.exists()
 
 
 def test_store_then_load(isolated_cache):
-    system = PfaffianSystem.from_json(relu_text())
+    system = _as_user(PfaffianSystem.from_json(relu_text()), "myrelu")
     path = cache.store_pfaffian(system)
-    assert path == isolated_cache / "relu.json"
-    assert cache.load_pfaffian("relu", False) == system
-    assert [p.name for p in isolated_cache.iterdir()] == ["relu.json"]
+    assert path == isolated_cache / "myrelu.json"
+    assert cache.load_pfaffian("myrelu", False) == system
+    assert [p.name for p in isolated_cache.iterdir()] == ["myrelu.json"]
+    assert cache.list_user_activations() == ["myrelu"]
 
 
 def _store_many(args):
     cache_dir, n = args
     os.environ["NTKHGM_CACHE_DIR"] = cache_dir
-    system = PfaffianSystem.from_json((SHIPPED / "relu.json").read_text())
+    system = _as_user(PfaffianSystem.from_json((SHIPPED / "relu.json").read_text()), "myrelu")
     for _ in range(n):
         cache.store_pfaffian(system)
     return True
@@ -213,8 +235,8 @@ def test_concurrent_stores_leave_one_valid_file(isolated_cache):
     with ctx.Pool(3) as pool:
         assert all(pool.map(_store_many, [(str(isolated_cache), 20)] * 3))
     files = sorted(p.name for p in isolated_cache.iterdir())
-    assert files == ["relu.json"]          # no temporary files left behind
-    PfaffianSystem.from_json((isolated_cache / "relu.json").read_text())
+    assert files == ["myrelu.json"]        # no temporary files left behind
+    PfaffianSystem.from_json((isolated_cache / "myrelu.json").read_text())
 
 
 class _FailingBackend(Backend):
@@ -247,5 +269,5 @@ class _NonIntegrableBackend(_FailingBackend):
 @pytest.mark.parametrize("backend", [_FailingBackend, _NonIntegrableBackend])
 def test_failures_never_enter_the_cache(isolated_cache, backend):
     with pytest.raises(BackendError):
-        cache.compute_pfaffian("relu", False, force=True, backend_obj=backend())
+        cache.compute_pfaffian("relu", False, force=True, name="myrelu", backend_obj=backend())
     assert not isolated_cache.exists() or list(isolated_cache.iterdir()) == []

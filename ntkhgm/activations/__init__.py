@@ -1,4 +1,4 @@
-"""The activation catalog (math.md §3).
+"""The activation catalog (docs/math.md §3).
 
 Each :class:`Activation` carries vectorised σ and σ', the annihilators of σ and
 σ' as text in ``u`` and ``du`` (the grammar of :mod:`ntkhgm.algebra.annihilator`),
@@ -85,7 +85,7 @@ _CATALOG: dict[str, Activation] = {}
 
 
 def register(act: Activation) -> Activation:
-    """Add an activation to the catalog (user activations go through here too)."""
+    """Add an activation to the catalog (user activations never do: their names are free)."""
     _CATALOG[act.name] = act
     return act
 
@@ -144,6 +144,13 @@ def get_activation(name: str) -> Activation:
         return register(_relu_n(int(m.group(1))))
     known = ", ".join(sorted(_CATALOG))
     raise UnknownActivationError(f"unknown activation {name!r}; known: {known}")
+
+
+def is_catalog_name(name: str) -> bool:
+    """True for a catalog name (``relu2`` … ``relu9`` included): reserved for the catalog,
+    whose systems are the shipped ones, never a user's."""
+    key = name.strip().lower()
+    return key in _CATALOG or _RELU_N.fullmatch(key) is not None
 
 
 def list_activations() -> list[Activation]:

@@ -1,4 +1,4 @@
-"""The symbolic half of ntkhgm: annihilators → Pfaffian systems (math.md §3–§5).
+"""The symbolic half of ntkhgm: annihilators → Pfaffian systems (docs/math.md §3–§5).
 
 - :mod:`.annihilator` — strict grammar for annihilator strings, Weyl normal form (§3)
 - :mod:`.expr` — restricted parser for polynomial / rational-function text

@@ -1,4 +1,4 @@
-"""Strict parsing of annihilator strings (math.md §3) into a Weyl-algebra normal form.
+"""Strict parsing of annihilator strings (docs/math.md §3) into a Weyl-algebra normal form.
 
 An annihilator is an operator L = Σ c·u^a·du^b in the first Weyl algebra
 Q⟨u, du⟩ (du·u = u·du + 1).  The accepted text is a polynomial expression in the
@@ -66,7 +66,7 @@ def _add(p: WeylTerms, q: WeylTerms, sign: int = 1) -> WeylTerms:
 
 @dataclass(frozen=True)
 class Annihilator:
-    """An operator Σ c·u^a·du^b in normal form (u's left of du's), math.md §3–§4."""
+    """An operator Σ c·u^a·du^b in normal form (u's left of du's), docs/math.md §3–§4."""
 
     terms: tuple[tuple[int, int, Fraction], ...]   # (a, b, c), sorted, c ≠ 0
 
@@ -264,7 +264,7 @@ def _show(text: str) -> str:
 
 
 def parse_annihilator(text: str) -> Annihilator:
-    """Parse and validate an annihilator string (math.md §3); return its normal form."""
+    """Parse and validate an annihilator string (docs/math.md §3); return its normal form."""
     if not isinstance(text, str):
         raise AnnihilatorSyntaxError(f"annihilator must be a string, got {type(text).__name__}")
     if len(text) > MAX_LENGTH:

@@ -1,11 +1,14 @@
-"""Pfaffian cache: user cache, shipped ``data/pfaffians/``, and the compute pipeline.
+"""Pfaffian systems on disk: shipped catalog systems, user systems, and the compute pipeline.
 
-Lookup order (math.md §4 systems, one file per activation and σ/σ'):
+Where a system is looked up (docs/math.md §4 systems, one file per activation and σ/σ';
+locations from :mod:`ntkhgm.paths`):
 
-1. the user cache: ``$NTKHGM_CACHE_DIR``, else ``$XDG_CACHE_HOME/ntkhgm``, else
-   ``~/.cache/ntkhgm`` (files ``<name>.json`` / ``<name>.derivative.json``);
-2. the shipped files in ``data/pfaffians/`` of the repository (``$NTKHGM_DATA_DIR``
-   overrides).
+- a **catalog** activation (``relu``, ``resin``, …, ``relu2`` … ``relu9``) reads only the
+  shipped files (:func:`ntkhgm.paths.shipped_pfaffian_dir`), never the user cache, so
+  nothing a user computes can change a catalog kernel;
+- a **user** activation (any other name) reads only the user folder
+  (:func:`ntkhgm.paths.user_pfaffian_dir`).  Catalog names are reserved: a user system
+  cannot take one.
 
 Parsed systems are memoised in-process by (path, size, mtime), so repeated loads
 cost a ``stat``.  Every write is atomic (temporary file + rename) and happens only
@@ -22,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..activations import is_catalog_name
 from ..atomic import atomic_write_text
 from ..errors import (
     AnnihilatorSyntaxError,
@@ -30,6 +34,7 @@ from ..errors import (
     PfaffianFileError,
     UnknownActivationError,
 )
+from ..paths import shipped_pfaffian_dir, user_pfaffian_dir
 from .annihilator import Annihilator, parse_annihilator
 from .pfaffian import (
     _NAME,
@@ -37,31 +42,16 @@ from .pfaffian import (
     PfaffianSystem,
     RationalFunction,
     check_integrability_exact,
+    integrability_defect_modp,
 )
 
 __all__ = ["load_pfaffian", "store_pfaffian", "has_pfaffian", "compute_pfaffian",
-           "user_cache_dir", "data_dir", "pfaffian_path", "resolve_annihilator"]
+           "pfaffian_path", "resolve_annihilator", "list_user_activations"]
 
 _MEMO: dict[tuple[str, int, int], PfaffianSystem] = {}
 _LOCK = threading.Lock()
-
-
-def user_cache_dir() -> Path:
-    """The user cache directory (not created)."""
-    env = os.environ.get("NTKHGM_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "ntkhgm"
-
-
-def data_dir() -> Path:
-    """The shipped Pfaffians: ``$NTKHGM_DATA_DIR`` or ``<repo>/data/pfaffians``."""
-    env = os.environ.get("NTKHGM_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "data" / "pfaffians"
+#: random points (modulo a 61-bit prime) of the default integrability check
+MODP_POINTS = 4
 
 
 def _stem(activation: str, derivative: bool) -> str:
@@ -71,9 +61,19 @@ def _stem(activation: str, derivative: bool) -> str:
     return name + (".derivative" if derivative else "")
 
 
+def _check_user_name(name: str) -> None:
+    """A user system's name: valid and not a catalog name (those are reserved)."""
+    if is_catalog_name(name):
+        raise InputError(f"{name.strip().lower()!r} is a catalog activation name, reserved for "
+                         "the shipped systems; choose another --name")
+
+
 def pfaffian_path(activation: str, derivative: bool, directory: Path | None = None) -> Path:
-    """Path of the cache file of an entry in ``directory`` (default: user cache)."""
-    return (directory or user_cache_dir()) / f"{_stem(activation, derivative)}.json"
+    """Path of an entry's file in ``directory`` (default: where it is looked up)."""
+    if directory is None:
+        directory = shipped_pfaffian_dir() if is_catalog_name(activation) \
+            else user_pfaffian_dir()
+    return directory / f"{_stem(activation, derivative)}.json"
 
 
 def load_file(path: Path) -> PfaffianSystem:
@@ -101,33 +101,31 @@ def load_file(path: Path) -> PfaffianSystem:
     return system
 
 
-def _candidates(activation: str, derivative: bool) -> list[Path]:
-    stem = _stem(activation, derivative)
-    return [user_cache_dir() / f"{stem}.json", data_dir() / f"{stem}.json"]
-
-
 def load_pfaffian(activation: str, derivative: bool) -> PfaffianSystem | None:
-    """The cached Pfaffian of an activation (σ, or σ' when ``derivative``), or None.
+    """The Pfaffian of an activation (σ, or σ' when ``derivative``), or None.
 
-    A file that exists but fails validation raises PfaffianFileError (naming the
-    file and how to recompute it) instead of being used.
+    Catalog names read the shipped file only, other names the user folder only
+    (module docstring).  A file that exists but fails validation raises
+    PfaffianFileError (naming the file and what to do) instead of being used.
     """
-    for path in _candidates(activation, derivative):
-        if path.is_file():
-            try:
-                system = load_file(path)
-            except PfaffianFileError as exc:
-                flag = " --derivative" if derivative else ""
-                raise PfaffianFileError(
-                    f"{exc}; delete it or recompute with `ntkhgm pfaffian --activation "
-                    f"{activation}{flag} --force`") from None
-            if system.activation != activation.strip().lower() or \
-                    system.derivative != derivative:
-                raise PfaffianFileError(f"{path}: holds {system.key}, not "
-                                        f"{_stem(activation, derivative)}")
-            _check_derivation_input(system, path)
-            return system
-    return None
+    path = pfaffian_path(activation, derivative)
+    if not path.is_file():
+        return None
+    try:
+        system = load_file(path)
+    except PfaffianFileError as exc:
+        if is_catalog_name(activation):
+            raise PfaffianFileError(f"{exc}; the shipped file is damaged: reinstall "
+                                    "ntkhgm") from None
+        flag = " --derivative" if derivative else ""
+        raise PfaffianFileError(
+            f"{exc}; delete it or recompute with `ntkhgm pfaffian --activation "
+            f"{activation.strip().lower()}{flag} --force`") from None
+    if system.activation != activation.strip().lower() or system.derivative != derivative:
+        raise PfaffianFileError(f"{path}: holds {system.key}, not "
+                                f"{_stem(activation, derivative)}")
+    _check_derivation_input(system, path)
+    return system
 
 
 def _check_derivation_input(system: PfaffianSystem, path: Path) -> None:
@@ -145,16 +143,41 @@ def _check_derivation_input(system: PfaffianSystem, path: Path) -> None:
 
 
 def has_pfaffian(activation: str, derivative: bool) -> bool:
-    """True when a cached or shipped file exists for the entry (not validated)."""
+    """True when the entry's file exists where it is looked up (not validated)."""
     try:
-        return any(p.is_file() for p in _candidates(activation, derivative))
+        return pfaffian_path(activation, derivative).is_file()
     except InputError:
         return False
 
 
+def list_user_activations() -> list[str]:
+    """Names of the user activations with a σ or σ' system in the user folder, sorted.
+
+    Files whose names are not valid activation names or are catalog names (left by
+    an older version; never read) are skipped.
+    """
+    folder = user_pfaffian_dir()
+    try:
+        files = [p.name for p in folder.iterdir() if p.name.endswith(".json")]
+    except OSError:
+        return []
+    names = set()
+    for fname in files:
+        stem = fname[: -len(".json")]
+        stem = stem[: -len(".derivative")] if stem.endswith(".derivative") else stem
+        if _NAME.fullmatch(stem) and stem == stem.lower() and not is_catalog_name(stem):
+            names.add(stem)
+    return sorted(names)
+
+
 def store_pfaffian(system: PfaffianSystem, directory: str | os.PathLike | None = None) -> Path:
-    """Write ``system`` atomically to the user cache (or ``directory``); return the path."""
-    d = Path(directory) if directory is not None else user_cache_dir()
+    """Write ``system`` atomically to the user folder (or ``directory``); return the path.
+
+    Without ``directory`` a catalog system is refused: it would never be read.
+    """
+    if directory is None:
+        _check_user_name(system.activation)
+    d = Path(directory) if directory is not None else user_pfaffian_dir()
     if d.is_symlink():
         # the cache is written by ntkhgm alone; a link may point into a system folder
         raise InputError(f"cache folder {d} is a symbolic link; ntkhgm does not write "
@@ -170,22 +193,50 @@ def store_pfaffian(system: PfaffianSystem, directory: str | os.PathLike | None =
     return path
 
 
-def resolve_annihilator(activation_name_or_annihilator: str, derivative: bool,
-                        name: str | None = None) -> tuple[str, Annihilator]:
-    """(entry name, annihilator of f) for a catalog name or an annihilator string."""
+def _user_system(word: str, derivative: bool) -> PfaffianSystem | None:
+    """The stored system of user activation ``word`` (None if there is none)."""
+    key = word.strip().lower()
+    if not _NAME.fullmatch(key) or key.endswith(".derivative") or is_catalog_name(key):
+        return None
+    return load_pfaffian(key, derivative)
+
+
+def _resolve(text: str, derivative: bool, name: str | None,
+             ) -> tuple[str, Annihilator, str | None, bool]:
+    """(entry, annihilator, stored σ expression, is catalog) of a name or annihilator."""
     from ..activations import get_activation
 
-    text = activation_name_or_annihilator
     try:
         act = get_activation(text)
     except UnknownActivationError:
+        act = None
+    if act is None:
         word = text.strip()
-        if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", word) and word not in ("u", "du"):
-            raise
+        identifier = re.fullmatch(r"[A-Za-z][A-Za-z0-9_.+-]*", word) is not None and \
+            word not in ("u", "du")
+        if identifier:
+            stored = _user_system(word, derivative)
+            if stored is None:
+                other = _user_system(word, not derivative)
+                if other is not None:
+                    what = "σ'" if derivative else "σ"
+                    flag = "--derivative-annihilator" if derivative else "--annihilator"
+                    raise UnknownActivationError(
+                        f"user activation {word.lower()!r} has no {what} system; create it "
+                        f"with `ntkhgm pfaffian --name {word.lower()} {flag} ...`")
+                users = list_user_activations()
+                raise UnknownActivationError(
+                    f"{_unknown_message(text)}"
+                    + (f"; user activations: {', '.join(users)}" if users else ""))
+            if name is not None and name.strip().lower() != word.lower():
+                raise InputError(f"{word!r} is a user activation; it cannot be renamed "
+                                 f"to {name!r}")
+            return word.lower(), parse_annihilator(stored.annihilator), stored.expression, False
         ann = parse_annihilator(text)
         entry = (name or "user").strip().lower()
         _stem(entry, derivative)
-        return entry, ann
+        _check_user_name(entry)
+        return entry, ann, None, False
     if not act.holonomic:
         from ..errors import MethodUnavailableError
 
@@ -196,7 +247,28 @@ def resolve_annihilator(activation_name_or_annihilator: str, derivative: bool,
         raise AnnihilatorSyntaxError(f"{act.name}: no annihilator for σ'")
     entry = (name or act.name).strip().lower()
     _stem(entry, derivative)
-    return entry, parse_annihilator(ann_text)
+    if entry != act.name:
+        _check_user_name(entry)
+    return entry, parse_annihilator(ann_text), None, entry == act.name
+
+
+def _unknown_message(text: str) -> str:
+    from ..activations import get_activation
+
+    try:
+        get_activation(text)
+    except UnknownActivationError as exc:
+        return str(exc)
+    return f"unknown activation {text!r}"  # pragma: no cover - only called for unknown names
+
+
+def resolve_annihilator(activation_name_or_annihilator: str, derivative: bool,
+                        name: str | None = None) -> tuple[str, Annihilator]:
+    """(entry name, annihilator of f) for a catalog name, a user activation's name
+    (its stored annihilator) or an annihilator string (entry ``name``, not a catalog name).
+    """
+    entry, ann, _expr, _catalog = _resolve(activation_name_or_annihilator, derivative, name)
+    return entry, ann
 
 
 def make_backend(backend: str = "auto"):
@@ -209,18 +281,31 @@ def make_backend(backend: str = "auto"):
 def compute_pfaffian(activation_name_or_annihilator: str, derivative: bool = False,
                      backend: str = "auto", force: bool = False, *, name: str | None = None,
                      store: bool = True, backend_obj=None, expression: str | None = None,
-                     progress: Callable[[str, float], None] | None = None) -> PfaffianSystem:
-    """Compute (or serve from the cache) the Pfaffian system of σ or σ' (math.md §4).
+                     progress: Callable[[str, float], None] | None = None,
+                     exact_check: bool = False,
+                     verify: Callable[[PfaffianSystem], None] | None = None,
+                     ) -> PfaffianSystem:
+    """Compute (or serve from disk) the Pfaffian system of σ or σ' (docs/math.md §4).
 
-    ``activation_name_or_annihilator`` is a catalog name or an annihilator string
+    ``activation_name_or_annihilator`` is a catalog name, the name of a user activation
+    (its stored annihilator and σ expression are reused), or an annihilator string
     (then ``name`` names the entry, and ``expression`` optionally gives f = σ or σ' as a
     safe expression for the initial values, checked against the annihilator away from
-    u = 0 before any CAS runs).  Without ``force`` a cached entry with the same
-    annihilator (and expression) is returned.  A new system is checked exactly for integrability
-    (sympy) before it is stored; on any failure nothing is written.
+    u = 0 before any CAS runs).  Without ``force`` a stored entry with the same
+    annihilator (and expression) is returned: the shipped one for a catalog name.
+
+    A new system is checked before anything is stored: integrability at
+    :data:`MODP_POINTS` random points modulo a 61-bit prime (milliseconds), with
+    ``exact_check`` also exactly in sympy (minutes for rank 8), then ``verify`` (e.g.
+    the numeric check against quadrature, which lives above this layer).  On any
+    failure nothing is written.  A recomputed catalog system is returned, never
+    stored (catalog activations read only the shipped files).
     """
-    entry, ann = resolve_annihilator(activation_name_or_annihilator, derivative, name)
+    entry, ann, stored_expr, catalog = _resolve(activation_name_or_annihilator, derivative,
+                                                name)
     expr_text = None
+    if expression is None:
+        expression = stored_expr
     if expression is not None:
         from .sigma_expr import check_annihilates, parse_sigma
 
@@ -258,16 +343,27 @@ def compute_pfaffian(activation_name_or_annihilator: str, derivative: bool = Fal
                             backend=be.name, backend_version=version, timings=timings,
                             expression=expr_text)
     t1 = time.perf_counter()
-    fails = check_integrability_exact(system)
-    if fails:
+    defect = integrability_defect_modp(system, tries=MODP_POINTS)
+    if defect:
         raise BackendError(f"{be.name} produced a non-integrable Pfaffian system "
-                           f"({', '.join(fails[:3])}); nothing was stored")
-    system.timings["integrability_check"] = time.perf_counter() - t1
+                           f"({defect}); nothing was stored")
+    system.timings["integrability_modp"] = time.perf_counter() - t1
     if progress:
-        progress("integrability", system.timings["integrability_check"])
+        progress("integrability", system.timings["integrability_modp"])
+    if exact_check:
+        t1 = time.perf_counter()
+        fails = check_integrability_exact(system)
+        if fails:
+            raise BackendError(f"{be.name} produced a non-integrable Pfaffian system "
+                               f"({', '.join(fails[:3])}); nothing was stored")
+        system.timings["integrability_check"] = time.perf_counter() - t1
+        if progress:
+            progress("exact check", system.timings["integrability_check"])
     # round-trip through the file format: what is stored is exactly what loads
     system = PfaffianSystem.from_json(system.to_json(), source="computed system")
-    if store:
+    if verify is not None:
+        verify(system)
+    if store and not catalog:
         store_pfaffian(system)
     return system
 

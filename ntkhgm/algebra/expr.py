@@ -1,7 +1,7 @@
 """A restricted, safe parser for polynomial and rational-function text.
 
 Used for every piece of text that ntkhgm turns into mathematics: the rational
-function entries of a Pfaffian file (math.md §4; variables x11, x12, x22) and
+function entries of a Pfaffian file (docs/math.md §4; variables x11, x12, x22) and
 the polynomials a computer algebra system prints (variables x11, …, dx22).
 
 The grammar is deliberately tiny::

@@ -1,9 +1,9 @@
-"""Pfaffian systems ∂ij F = Pij F (math.md §4) and their JSON file format.
+"""Pfaffian systems ∂ij F = Pij F (docs/math.md §4) and their JSON file format.
 
 A :class:`PfaffianSystem` holds exact matrices of rational functions in
 x11, x12, x22 for F = (s1•Ê, …, sr•Ê)ᵀ, where sℓ = ∂11^i ∂12^j ∂22^k are the
 standard monomials (the first one is 1, so F[0] = Ê).  The initial values follow
-math.md §5: on x12 = 0, s•Ê(x11, 0, x22) = 2^j M_{2i+j}(x11) M_{2k+j}(x22) with
+docs/math.md §5: on x12 = 0, s•Ê(x11, 0, x22) = 2^j M_{2i+j}(x11) M_{2k+j}(x22) with
 M_n(t) = ∫ uⁿ f(u) e^{t u²} du (f = σ, or σ' for ``derivative``).
 
 JSON schema ``ntkhgm.pfaffian/1`` (all keys required, no others)::
@@ -108,7 +108,7 @@ def _eval_poly(p: Poly, x11, x12, x22):
 
 
 def initial_value_terms(std: tuple[Monomial, ...]) -> list[list[int]]:
-    """[2^j, 2i+j, 2k+j] per standard monomial (math.md §5)."""
+    """[2^j, 2i+j, 2k+j] per standard monomial (docs/math.md §5)."""
     return [[2 ** j, 2 * i + j, 2 * k + j] for i, j, k in std]
 
 
@@ -124,7 +124,7 @@ def content_hash(obj: dict) -> str:
 
 @dataclass(frozen=True)
 class PfaffianSystem:
-    """∂_key F = matrices[key] · F for key in x11, x12, x22 (math.md §4, §5)."""
+    """∂_key F = matrices[key] · F for key in x11, x12, x22 (docs/math.md §4, §5)."""
 
     activation: str
     derivative: bool            # True: the system of the dual of σ'
@@ -159,7 +159,7 @@ class PfaffianSystem:
         return self.activation + (".derivative" if self.derivative else "")
 
     def initial_value_terms(self) -> list[list[int]]:
-        """[2^j, 2i+j, 2k+j] per standard monomial (math.md §5)."""
+        """[2^j, 2i+j, 2k+j] per standard monomial (docs/math.md §5)."""
         return initial_value_terms(self.std_monomials)
 
     def to_dict(self) -> dict[str, Any]:
@@ -339,7 +339,7 @@ def _modp_poly(p: Poly, pw: list[list[int]]) -> tuple[int, list[int]]:
 def integrability_defect_modp(system: PfaffianSystem, tries: int = 2) -> str:
     """Exact integrability test modulo a 61-bit prime at random points ('' when it holds).
 
-    Checks ∂k Pl − ∂l Pk + Pl Pk − Pk Pl = 0 (math.md §4) at ``tries`` points
+    Checks ∂k Pl − ∂l Pk + Pl Pk − Pk Pl = 0 (docs/math.md §4) at ``tries`` points
     chosen at random; a non-integrable system passes with probability ≲ deg/2^61.
     """
     r = system.rank
@@ -390,7 +390,7 @@ def integrability_defect_modp(system: PfaffianSystem, tries: int = 2) -> str:
 
 
 def check_integrability_exact(system: PfaffianSystem) -> list[str]:
-    """Symbolic check of ∂k Pl − ∂l Pk + Pl Pk − Pk Pl = 0 with sympy (math.md §4).
+    """Symbolic check of ∂k Pl − ∂l Pk + Pl Pk − Pk Pl = 0 with sympy (docs/math.md §4).
 
     Exact polynomial arithmetic (sympy ``PolyRing`` over QQ): each entry of the
     condition is a sum of fractions n/d; fractions with the same (monic)

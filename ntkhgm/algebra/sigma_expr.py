@@ -1,4 +1,4 @@
-"""Safe σ expressions for user activations (initial values, math.md §5).
+"""Safe σ expressions for user activations (initial values, docs/math.md §5).
 
 A user activation given by its annihilator also needs σ itself (or σ') for the
 1-D moments M_n(t) = ∫ uⁿ f(u) e^{t u²} du.  The user writes f as a small
@@ -15,7 +15,7 @@ the syntax tree into a vectorised numpy function by composing closures — no
              step (Heaviside Y, 0 at u ≤ 0)  ncdf (Φ)  npdf (φ)
 
 :func:`check_annihilates` verifies numerically, away from u = 0, that the
-annihilator kills the expression (math.md §3), using sympy objects built from
+annihilator kills the expression (docs/math.md §3), using sympy objects built from
 the same syntax tree.
 """
 
@@ -340,7 +340,7 @@ class _Expired(BaseException):
 
 def check_annihilates(ann: Annihilator, expr: SigmaExpression, *, tol: float = 1e-8,
                       timeout: float = CHECK_TIMEOUT_S) -> float:
-    """max |L•f| / scale at sample points u ≠ 0 (math.md §3); raise InputError if not small.
+    """max |L•f| / scale at sample points u ≠ 0 (docs/math.md §3); raise InputError if not small.
 
     The ratio is formed in 30-digit arithmetic, so values beyond the double range
     are compared correctly; a ratio that is not a finite real number (overflow,

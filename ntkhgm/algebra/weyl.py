@@ -1,4 +1,4 @@
-"""The rational Weyl algebra R = Q(x11,x12,x22)⟨∂11,∂12,∂22⟩ (math.md §4).
+"""The rational Weyl algebra R = Q(x11,x12,x22)⟨∂11,∂12,∂22⟩ (docs/math.md §4).
 
 Operators are dicts ``{(i, j, k): c}`` for Σ c(x)·∂11^i ∂12^j ∂22^k with the
 rational-function coefficients on the left (sympy ``FracField`` elements, exact).
@@ -10,7 +10,7 @@ Pfaffian matrices ∂m F = Pm F, F = (s1•Ê, …, sr•Ê)ᵀ, by normal forms
 Leibniz rule ∂m·c = c·∂m + (∂c/∂xm).
 
 The ∂-order is degree reverse lexicographic with ∂11 > ∂22 > ∂12, so that for
-ReLU the basis is (1, ∂12) as in math.md §4.
+ReLU the basis is (1, ∂12) as in docs/math.md §4.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def standard_monomials(leads: Iterable[Mono], max_rank: int = 200) -> list[Mono]
 
 
 class Reducer:
-    """Normal forms modulo a Gröbner basis of a left ideal in R (math.md §4)."""
+    """Normal forms modulo a Gröbner basis of a left ideal in R (docs/math.md §4)."""
 
     def __init__(self, basis: Sequence[Op], progress: Callable[[str], None] | None = None):
         gs = []
@@ -167,7 +167,7 @@ class Reducer:
 
 
 def pfaffian_from_basis(basis: Sequence[Op]) -> tuple[list[Mono], dict[str, list[list]]]:
-    """Standard monomials and Pfaffian matrices {"x11": P11, …} as FracElements (math.md §4)."""
+    """Standard monomials and Pfaffian matrices {"x11": P11, …} as fractions (docs/math.md §4)."""
     red = Reducer(basis)
     std = standard_monomials(red.leads)
     index = {m: i for i, m in enumerate(std)}

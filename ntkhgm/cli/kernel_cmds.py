@@ -138,37 +138,63 @@ def _input_scale_option(default: str):
 
 
 def _pfaffian_flag(name: str, derivative: bool) -> str:
-    try:
-        from ..algebra.cache import has_pfaffian
-    except ImportError:
-        return "no"
+    """yes / no / invalid for an entry's Pfaffian file where it is looked up (unvalidated)."""
+    from ..algebra.cache import has_pfaffian
+
     try:
         return "yes" if has_pfaffian(name, derivative=derivative) else "no"
     except NtkhgmError:
         return "invalid"
-    except Exception:  # a broken cache must not break the catalog listing
+    except OSError:  # an unreadable cache must not break the catalog listing
         return "?"
+
+
+def _user_rows() -> list[tuple[str, str, str]]:
+    """(name, σ(u), Pfaffian σ/σ') of each user activation in the user folder."""
+    from ..algebra.cache import list_user_activations, load_pfaffian
+
+    rows = []
+    for name in list_user_activations():
+        formula = ""
+        flags = []
+        for derivative in (False, True):
+            try:
+                system = load_pfaffian(name, derivative)
+            except NtkhgmError:
+                flags.append("invalid")
+                continue
+            flags.append("no" if system is None else "yes")
+            if system is not None and not derivative:
+                formula = system.expression or f"annihilated by {system.annihilator}"
+        rows.append((name, formula, "/".join(flags)))
+    return rows
 
 
 @main.command("activations")
 def activations_cmd() -> None:
-    """List the activation catalog: holonomic?, closed forms, cached Pfaffians."""
+    """List the activations: the catalog (shipped Pfaffian systems) and the user's own."""
     from ..activations import list_activations
     from ..numeric.closed_forms import closed_form
+    from ..paths import user_pfaffian_dir
 
     def yn(flag: bool) -> str:
         return "yes" if flag else "no"
 
     table = Table()
-    for col in ("name", "σ(u)", "holonomic", "closed form σ/σ'", "cached Pfaffian σ/σ'"):
+    for col in ("name", "σ(u)", "holonomic", "closed form σ/σ'", "Pfaffian σ/σ'", "source"):
         table.add_column(col)
     for act in list_activations():
         closed = "/".join(yn(closed_form(act.name, d) is not None) for d in (False, True))
         pf = "/".join(_pfaffian_flag(act.name, d) for d in (False, True))
-        table.add_row(act.name, act.formula, yn(act.holonomic), closed, pf)
+        table.add_row(act.name, act.formula, yn(act.holonomic), closed, pf, "catalog")
+    users = _user_rows()
+    for name, formula, pf in users:
+        table.add_row(name, formula, "yes", "no/no", pf, "user")
     console = _stdout()
     console.print(table)
     console.print("relu2 … relu9 (uⁿ·Y(u)) are available by name.")
+    console.print(f"User activations ({len(users)}) live in {user_pfaffian_dir()}; "
+                  "create one with `ntkhgm pfaffian --annihilator OP --name NAME`.")
 
 
 # ----------------------------------------------------------------------------- dual
@@ -277,11 +303,21 @@ def kernel_cmd(train: str, test: str | None, target: str | None, activation: str
     with _one_line_warnings(), _progress(f"{kind} {act.name} L={depth}", quiet) as progress:
         K = kernel(X1, X2, activation=act, depth=depth, kind=kind, convention=convention,
                    W_std=W_std, b_std=b_std, method=method, progress=progress)
+    if target is None and tr.header is not None:  # after the work: an error stays one line
+        _warn_header_features(train, tr.header)
     _write(output, K)
     if output not in (None, "-") and not quiet:
         click.echo(f"ntkhgm: wrote {output}: {K.shape[0]}×{K.shape[1]} {kind.upper()} "
                    f"({act.name}, depth {depth}, {convention}) in "
                    f"{time.perf_counter() - t0:.2f} s", err=True)
+
+
+def _warn_header_features(path: str, header: list[str]) -> None:
+    """One stderr line: a header without --target means every column is a feature."""
+    shown = ", ".join(header[:12]) + (f", … ({len(header)} in all)" if len(header) > 12 else "")
+    click.echo(f"ntkhgm: warning: {path} has a header and no --target was given: using all "
+               f"{len(header)} columns as features ({shown}); drop a label column with "
+               "--target NAME", err=True)
 
 
 # ----------------------------------------------------------------------------- regress

@@ -1,4 +1,4 @@
-"""Command ``ntkhgm pfaffian``: compute, cache, check and print Pfaffian systems (math.md §4).
+"""Command ``ntkhgm pfaffian``: compute, cache, check and print Pfaffian systems (docs/math.md §4).
 
     ntkhgm pfaffian --activation relu [--derivative] [--backend auto|asir|singular]
                     [--force] [--check] [-o FILE] [--quiet]
@@ -57,12 +57,13 @@ def _console(quiet: bool) -> Console | None:
               show_default=True, help="Computer algebra system.")
 @click.option("--force", is_flag=True, help="Recompute even when a cached system exists.")
 @click.option("--check", is_flag=True,
-              help="Verify: exact integrability (sympy) and ∂F = PF against quadrature.")
+              help="Also check integrability exactly (sympy; minutes for rank 8). Always "
+                   "done: integrability modulo a prime and ∂F = PF against quadrature.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the JSON here.")
 @click.option("--quiet", "-q", is_flag=True, help="No stage display on stderr.")
 def pfaffian_cmd(activation, annihilator, dannihilator, name, sigma, dsigma, derivative,
                  backend, force, check, output, quiet) -> None:
-    """Pfaffian system ∂ij F = Pij F of an activation's dual (math.md §4)."""
+    """Pfaffian system ∂ij F = Pij F of an activation's dual (docs/math.md §4)."""
     from ..algebra.annihilator import parse_annihilator
     from ..algebra.cache import compute_pfaffian
 
@@ -102,10 +103,12 @@ def pfaffian_cmd(activation, annihilator, dannihilator, name, sigma, dsigma, der
     else:
         jobs.append((activation, derivative, None))
 
+    from ..activations import is_catalog_name
     from ..algebra.backends import get_backend
 
     be = None
     selected = None
+    served = False
     try:
         for text, deriv, expr in jobs:
             if con is not None:
@@ -113,18 +116,29 @@ def pfaffian_cmd(activation, annihilator, dannihilator, name, sigma, dsigma, der
                 con.print(f"[bold]{label}{' (σ′)' if deriv else ''}[/]")
             if force and be is None:
                 be = get_backend(backend)
+            stages: list[str] = []
+
+            def track(stage: str, seconds: float, stages=stages) -> None:
+                stages.append(stage)
+                progress(stage, seconds)
+
             system = compute_pfaffian(text, deriv, backend=backend, force=force, name=name,
-                                      backend_obj=be, expression=expr, progress=progress)
+                                      backend_obj=be, expression=expr, progress=track,
+                                      exact_check=check,
+                                      verify=lambda s: _numeric_check(s, con, 1))
             if deriv == derivative:
-                selected = system
+                selected, served = system, "cache" in stages
     finally:
         if be is not None:
             be.close()
     assert selected is not None
     _cross_check(selected)   # served or computed: it must match σ's own moments (issue 13)
 
-    if check:
+    if check and served:
         _check(selected, con)
+    if force and activation is not None and is_catalog_name(activation) and not quiet:
+        click.echo("ntkhgm: note: a recomputed catalog system is not stored (catalog "
+                   "activations use the shipped files); -o FILE writes it", err=True)
     if con is not None:
         t = Table(show_header=False, box=None)
         t.add_row("system", selected.key)
@@ -168,9 +182,8 @@ def _mono(m: tuple[int, int, int]) -> str:
 
 
 def _check(system, con: Console | None) -> None:
-    from ..activations import get_activation
+    """Exact integrability (sympy) and the numeric check of a stored system."""
     from ..algebra.pfaffian import check_integrability_exact
-    from ..errors import UnknownActivationError
 
     t0 = time.perf_counter()
     fails = check_integrability_exact(system)
@@ -178,32 +191,28 @@ def _check(system, con: Console | None) -> None:
         raise PfaffianFileError(f"{system.key}: not integrable ({', '.join(fails[:3])})")
     if con is not None:
         con.print(f"  integrability  exact, ok  {time.perf_counter() - t0:8.2f} s")
+    _numeric_check(system, con, 2)
+
+
+def _numeric_check(system, con: Console | None, n_points: int) -> None:
+    """∂F = PF against 2-D quadrature at ``n_points`` random points, where σ (or σ')
+    is known (about 5 s per point for rank 8)."""
+    from ..activations import get_activation, is_catalog_name
+    from ..algebra.annihilator import parse_annihilator
     from ..checks import check_pfaffian_numeric
 
-    if system.expression is not None:
-        t0 = time.perf_counter()
-        err = check_pfaffian_numeric(system, n_points=2)
-        if con is not None:
-            con.print(f"  quadrature     max rel. err {err:.1e}  "
-                      f"{time.perf_counter() - t0:8.2f} s")
-        return
-    try:
+    f = system.function()
+    if f is None and is_catalog_name(system.activation):
         act = get_activation(system.activation)
-    except UnknownActivationError:
+        ann = act.annihilator_of(system.derivative)
+        if ann is not None and parse_annihilator(ann).text() == system.annihilator:
+            f = act.function(system.derivative)
+    if f is None:
         if con is not None:
             con.print("  [yellow]numeric check skipped: σ of a user activation is unknown "
                       "(give --sigma/--dsigma)[/]")
         return
-    if act.annihilator_of(system.derivative) is None:
-        return
-    from ..algebra.annihilator import parse_annihilator
-
-    if parse_annihilator(act.annihilator_of(system.derivative)).text() != system.annihilator:
-        if con is not None:
-            con.print("  [yellow]numeric check skipped: not the catalog's annihilator[/]")
-        return
-
     t0 = time.perf_counter()
-    err = check_pfaffian_numeric(system, n_points=2)
+    err = check_pfaffian_numeric(system, f, n_points=n_points)
     if con is not None:
         con.print(f"  quadrature     max rel. err {err:.1e}  {time.perf_counter() - t0:8.2f} s")

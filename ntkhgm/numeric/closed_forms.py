@@ -1,4 +1,4 @@
-"""Closed-form dual activations D(a, b, c) = E_{N(0,Λ)}[f(u) f(v)] (math.md §6).
+"""Closed-form dual activations D(a, b, c) = E_{N(0,Λ)}[f(u) f(v)] (docs/math.md §6).
 
 All functions broadcast over arrays a, b, c with Λ = [[a, c], [c, b]] a valid
 covariance (checked by the caller).  The angle θ = arccos ρ is computed as
@@ -39,7 +39,7 @@ def _arccos_kernel_J(n: int):
 
 
 def rectified_monomial(n: int, a, b, c):
-    """E[uⁿY(u) vⁿY(v)] = (ab)^{n/2} J_n(θ) / (2π) (Cho & Saul 2009; math.md §6)."""
+    """E[uⁿY(u) vⁿY(v)] = (ab)^{n/2} J_n(θ) / (2π) (Cho & Saul 2009; docs/math.md §6)."""
     r, th = _angle(a, b, c)
     if n == 0:
         return (np.pi - th) / (2 * np.pi) * np.ones_like(r)

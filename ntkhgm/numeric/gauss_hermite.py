@@ -1,4 +1,4 @@
-"""Gauss–Hermite tensor rule for dual activations (math.md §7).
+"""Gauss–Hermite tensor rule for dual activations (docs/math.md §7).
 
 The baseline that neural-tangents' ``ElementwiseNumerical`` uses: exact for
 polynomial σ of degree < 2n, spectrally accurate for smooth σ, and only

@@ -1,4 +1,4 @@
-"""The dual activation as a series in ρ with per-variance factors (math.md §8).
+"""The dual activation as a series in ρ with per-variance factors (docs/math.md §8).
 
 Price's theorem gives D_f(a, b, c) = Σ_k (c^k/k!) m_k(a) m_k(b), m_k(a) = E[f^{(k)}]; with
 ρ = c/√(ab) and Gaussian integration by parts this is Mehler's expansion

@@ -1,6 +1,6 @@
 """Gaussian expectations by composite Gauss–Legendre quadrature, split at kinks.
 
-The reference method for activations without a closed form (math.md §2, §7):
+The reference method for activations without a closed form (docs/math.md §2, §7):
 slow, but accurate to ~1e-14 for integrands that are smooth except at u = 0
 (every catalog activation, and the user activations ntkhgm accepts).
 
@@ -67,7 +67,7 @@ def _half_line_rule(scale: float, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def expect_1d(f, scale, *, n: int = 16) -> np.ndarray:
-    """E_{z~N(0,1)}[f(scale·z)] for an array of scales ≥ 0 (math.md §5 moments).
+    """E_{z~N(0,1)}[f(scale·z)] for an array of scales ≥ 0 (docs/math.md §5 moments).
 
     f is a vectorised function smooth except at 0.
     """
@@ -78,7 +78,7 @@ def expect_1d(f, scale, *, n: int = 16) -> np.ndarray:
 
 
 def expect_pair_1d(f, g, sa, sb, *, n: int = 16) -> np.ndarray:
-    """E_{z~N(0,1)}[f(sa z) g(sb z)] for arrays sa ≥ 0, sb (degenerate Λ, math.md §2)."""
+    """E_{z~N(0,1)}[f(sa z) g(sb z)] for arrays sa ≥ 0, sb (degenerate Λ, docs/math.md §2)."""
     sa, sb = np.asarray(sa, dtype=float), np.asarray(sb, dtype=float)
     if sa.size == 0:
         return np.empty(sa.shape)
@@ -143,7 +143,7 @@ def _expect_2d_once(f, g, sa, sb, rho, s, *, n_outer, n_inner, inner_pieces):
 def expect_2d(f, g, a, b, c, *, rtol: float = 1e-11, check: bool = True) -> np.ndarray:
     """E_{(u,v)~N(0,Λ)}[f(u) g(v)], Λ = [[a, c], [c, b]], broadcast over a, b, c.
 
-    Implements math.md §2 by nested quadrature (module docstring).  With
+    Implements docs/math.md §2 by nested quadrature (module docstring).  With
     ``check`` the result is recomputed on a coarser rule and an
     :class:`IntegrationError` is raised where the two differ by more than
     ``rtol`` times the Cauchy–Schwarz scale √(E f(u)² E g(v)²).  That

@@ -1,4 +1,4 @@
-"""CAS backends producing Pfaffian systems (math.md §4): Risa/Asir and Singular."""
+"""CAS backends producing Pfaffian systems (docs/math.md §4): Risa/Asir and Singular."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Risa/Asir backend (math.md §4): nk_restriction + yang through ``asir_scripts/ntkhgm.rr``.
+"""The Risa/Asir backend (docs/math.md §4): nk_restriction + yang via ``asir_scripts/ntkhgm.rr``.
 
 Risa/Asir runs as one long-lived subprocess (``asir -quiet``) on a pseudo-terminal
 with ``ctrl("no_debug_on_error",1)`` so that an error never drops into the
@@ -16,7 +16,10 @@ forms are independent, tested exactly modulo a prime at a random point.  Finally
 ``yang.pfaffian`` in that basis.
 
 Asir is found through env ``NTKHGM_ASIR``, then PATH; asir-contrib through
-``OpenXM_HOME`` (``$OpenXM_HOME/lib/asir-contrib``) or ``ASIR_CONTRIB_DIR``.
+``ASIR_CONTRIB_DIR`` or ``OpenXM_HOME`` (``$OpenXM_HOME/lib/asir-contrib``); Asir's own
+library (``glib``) through ``ASIR_LIBDIR``, ``$OpenXM_HOME/lib/asir`` or ``../lib/asir``
+beside the executable (:func:`find_libdir`).  The driver script is package data
+(:func:`ntkhgm.paths.asir_script`).
 """
 
 from __future__ import annotations
@@ -30,14 +33,14 @@ from fractions import Fraction
 from pathlib import Path
 
 from ...errors import BackendCrashError, BackendError, BackendNotFoundError
+from ...paths import asir_script
 from ..annihilator import Annihilator
 from ..expr import ExprLimits, parse_rational
 from ..weyl import XVARS, dkey, normalize_pair
 from .base import Backend, BackendResult, CASSession
 
-__all__ = ["AsirBackend", "find_asir", "find_contrib"]
+__all__ = ["AsirBackend", "find_asir", "find_contrib", "find_libdir"]
 
-SCRIPT = Path(__file__).resolve().parents[3] / "asir_scripts" / "ntkhgm.rr"
 _LIMITS = ExprLimits(max_length=20_000_000, max_degree=200, max_terms=200_000,
                      max_digits=5000, max_coeff_bits=200_000, max_work=10**8)
 _P = (1 << 61) - 1
@@ -61,6 +64,25 @@ def find_contrib() -> Path | None:
         cands.append(Path(os.environ["OpenXM_HOME"]) / "lib" / "asir-contrib")
     for c in cands:
         if (c / "nk_restriction.rr").is_file() and (c / "yang.rr").is_file():
+            return c
+    return None
+
+
+def find_libdir(executable: str | None = None) -> Path | None:
+    """Asir's own library folder (holding ``glib``): ``ASIR_LIBDIR``, then
+    ``$OpenXM_HOME/lib/asir``, then ``../lib/asir`` next to the executable; None if none.
+
+    Asir looks there for its start-up files; without it ``load`` fails with
+    ``"glib" not found`` (e.g. an OpenXM_HOME set up for asir-contrib only).
+    """
+    cands = []
+    for var, tail in (("ASIR_LIBDIR", ()), ("OpenXM_HOME", ("lib", "asir"))):
+        if os.environ.get(var):
+            cands.append(Path(os.environ[var]).joinpath(*tail))
+    if executable:
+        cands.append(Path(executable).resolve().parent.parent / "lib" / "asir")
+    for c in cands:
+        if (c / "glib").is_file():
             return c
     return None
 
@@ -130,7 +152,10 @@ class AsirBackend(Backend):
             contrib = find_contrib()
             if "OpenXM_HOME" not in env and contrib is not None:
                 env["ASIR_CONTRIB_DIR"] = str(contrib)
-            script = str(SCRIPT).replace('"', "")
+            libdir = find_libdir(self.executable)
+            if libdir is not None:
+                env["ASIR_LIBDIR"] = str(libdir)
+            script = str(asir_script()).replace('"', "")
             self._session = CASSession(
                 "Risa/Asir", [self.executable, "-quiet"], env=env, timeout=self._timeout,
                 error_detector=_asir_error, marker=lambda m: f'print("{m}")$',

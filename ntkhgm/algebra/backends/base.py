@@ -235,7 +235,7 @@ def _reap_all() -> None:  # pragma: no cover - interpreter shutdown
 
 @dataclass
 class BackendResult:
-    """What a backend returns: standard monomials and Pfaffian matrices (math.md §4).
+    """What a backend returns: standard monomials and Pfaffian matrices (docs/math.md §4).
 
     ``matrices[key][i][j]`` is a pair (num, den) of sparse exact polynomials in
     x11, x12, x22; ``std_monomials`` exponents (i, j, k) of ∂11^i ∂12^j ∂22^k.
@@ -247,7 +247,7 @@ class BackendResult:
 
 
 class Backend(ABC):
-    """A CAS that turns an annihilator into a Pfaffian system (math.md §4)."""
+    """A CAS that turns an annihilator into a Pfaffian system (docs/math.md §4)."""
 
     name: str = "?"
 
@@ -267,7 +267,7 @@ class Backend(ABC):
     @abstractmethod
     def pfaffian(self, annihilator: Annihilator,
                  progress: Callable[[str, float], None] | None = None) -> BackendResult:
-        """Koyama–Takemura ideal → restriction → Gröbner basis → Pfaffian (math.md §4)."""
+        """Koyama–Takemura ideal → restriction → Gröbner basis → Pfaffian (docs/math.md §4)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the CAS session."""

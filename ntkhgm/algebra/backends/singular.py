@@ -1,11 +1,12 @@
-"""The Singular backend (math.md §4): ``dmodapp.lib`` restriction, Gröbner basis, Python Pfaffian.
+"""The Singular backend (docs/math.md §4): ``dmodapp.lib`` restriction, Gröbner basis, Pfaffian.
 
 Singular runs as a subprocess on a pseudo-terminal (one long-lived session per
 backend object).  Steps:
 
-1. In the Weyl algebra Q⟨y1,y2,x11,x12,x22,∂…⟩ build the Koyama–Takemura ideal
+1. In the Weyl algebra Q⟨x11,x12,x22,y1,y2,∂…⟩ build the Koyama–Takemura ideal
    from the annihilator's normal form (u^a ∂u^b ↦ ∂y1^a T1^b, and the same in v).
-2. ``restrictionIdeal(I, (1,1,0,0,0))`` (default slimgb engine).
+2. ``restrictionIdeal(I, w)``, w = 1 on y1, y2 (default slimgb engine), the ring's
+   variables ordered x11, x12, x22, y1, y2: 15× faster than y's first for GELU'.
 3. ``slimgb`` of the restriction ideal in Q⟨x11,x12,x22,∂11,∂12,∂22⟩ under a
    matrix order comparing ∂-monomials first (degree reverse lexicographic with
    ∂11 > ∂22 > ∂12), then x-monomials: a Gröbner basis in the rational Weyl algebra.
@@ -88,7 +89,7 @@ def _coeff_text(c: Fraction) -> str:
 
 
 def kt_operator_lines(ann: Annihilator, target: str, dy: str, t: str) -> list[str]:
-    """Singular lines building Σ c·dy^a·T^b (math.md §4) from the normal form only."""
+    """Singular lines building Σ c·dy^a·T^b (docs/math.md §4) from the normal form only."""
     lines = [f"{target} = 0;"]
     for a, b, c in ann.terms:
         factors = [_coeff_text(c)]
@@ -101,7 +102,7 @@ def kt_operator_lines(ann: Annihilator, target: str, dy: str, t: str) -> list[st
 
 
 class SingularBackend(Backend):
-    """Pfaffian systems with Singular's dmodapp.lib (math.md §4)."""
+    """Pfaffian systems with Singular's dmodapp.lib (docs/math.md §4)."""
 
     name = "singular"
 
@@ -156,7 +157,9 @@ class SingularBackend(Backend):
         p = f"ntk{self._job}"
         timings: dict[str, float] = {}
         lines = [
-            f"ring {p}r0 = 0,(y1,y2,x11,x12,x22,dy1,dy2,dx11,dx12,dx22),dp;",
+            # x's before y's: the (−w, w) Gröbner basis breaks ties by dp in this order;
+            # with y's first it took 50 s of CPU for GELU', with x's first 3 s
+            f"ring {p}r0 = 0,(x11,x12,x22,y1,y2,dx11,dx12,dx22,dy1,dy2),dp;",
             f"def {p}W0 = Weyl(); setring {p}W0;",
             f"poly {p}T1 = -(y1 + 2*x11*dy1 + 2*x12*dy2);",
             f"poly {p}T2 = -(y2 + 2*x12*dy1 + 2*x22*dy2);",
@@ -167,7 +170,7 @@ class SingularBackend(Backend):
         ]
         s.run("\n".join(lines))
         t0 = time.perf_counter()
-        s.run(f"def {p}R = restrictionIdeal({p}I, intvec(1,1,0,0,0)); setring {p}R;"
+        s.run(f"def {p}R = restrictionIdeal({p}I, intvec(0,0,0,1,1)); setring {p}R;"
               f" int {p}n = size(resIdeal); print({p}n);")
         timings["restriction"] = time.perf_counter() - t0
         if progress:
