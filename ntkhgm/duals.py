@@ -170,6 +170,7 @@ def _hgm_available(act: Activation, derivative: bool) -> bool:
 
 
 _HOLONOMIC_EVALUATORS: dict = {}
+_LAST_EVALUATOR: dict = {}      # (activation, derivative, mode) -> the evaluator used last
 
 
 def _holonomic(mode: str):
@@ -186,6 +187,7 @@ def _holonomic(mode: str):
         if key not in _HOLONOMIC_EVALUATORS:
             _HOLONOMIC_EVALUATORS[key] = HGMEvaluator(act.function(derivative), system,
                                                       tol=tol, mode=mode)
+        _LAST_EVALUATOR[act.name, derivative, mode] = _HOLONOMIC_EVALUATORS[key]
         return check_finite(_HOLONOMIC_EVALUATORS[key](a, b, c), a, b, c)
 
     return evaluate
@@ -202,6 +204,19 @@ register_method(DualMethod("quad", "nested Gauss–Legendre quadrature split at 
                            lambda act, d: True, _quad, MAX_NUMERIC_VARIANCE))
 register_method(DualMethod("gh", "Gauss–Hermite tensor rule (docs/math.md §7)",
                            lambda act, d: True, _gh))
+
+
+def regions(activation: str | Activation, a, b, c, *, derivative: bool = False,
+            method: str = "auto") -> dict[str, int]:
+    """How the series / hgm / series+hgm methods split (a, b, c) into regions (counts), {}
+    for other methods: what ``auto`` did, for ``ntkhgm dual``."""
+    act = as_activation(activation)
+    name = resolve_method(act, derivative, method, npoints=np.size(a))
+    if name not in ("series", "hgm", "series+hgm"):
+        return {}
+    dual(act, a, b, c, derivative=derivative, method=name)
+    mode = "auto" if name == "series+hgm" else name
+    return {k: v for k, v in _LAST_EVALUATOR[act.name, derivative, mode].regions.items() if v}
 
 
 def available_methods(activation: str | Activation, derivative: bool = False) -> list[str]:

@@ -85,8 +85,17 @@ def test_dual_relu_all_methods():
 def test_dual_derivative_no_closed_form():
     r = run("dual", "-a", "resin", "--a", "1", "--b", "1", "--c", "1", "--derivative")
     assert r.exit_code == 0, r.stderr
-    assert "vs hgm" in r.stdout or "vs quad" in r.stdout  # hgm once a Pfaffian is shipped
-    assert "│ quad" in r.stdout and "│ gh" in r.stdout
+    assert "vs series+hgm" in r.stdout
+    assert "│ quad" in r.stdout and "│ gh" in r.stdout and "│ hgm" in r.stdout
+    assert "auto uses series+hgm: degenerate: 1-D integral" in r.stdout       # ρ = 1
+
+
+def test_dual_says_which_region_auto_uses():
+    r = run("dual", "-a", "resin", "--a", "1", "--b", "2", "--c", "1.41421")   # ρ ≈ 1 − 2e-6
+    assert r.exit_code == 0, r.stderr
+    assert "auto uses series+hgm: Pfaffian path near |ρ| = 1" in r.stdout
+    r = run("dual", "-a", "resin", "--a", "1", "--b", "2", "--c", "0.3")
+    assert "auto uses series+hgm: Mehler series" in r.stdout
 
 
 @pytest.mark.parametrize("args, words", [

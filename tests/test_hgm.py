@@ -191,3 +191,90 @@ def test_path_through_a_singular_point_is_a_typed_error(tmp_path, monkeypatch):
     # a = b = 1: x12 = ρ/(2(1 − ρ²)) crosses 1 at ρ ≈ 0.78; the path from c = 0 meets it
     with pytest.raises(SingularityError, match=r"singular point.*Λ = \[\[1\.0"):
         ev._paths(np.array([1.0]), np.array([1.0]), np.array([np.arccos(0.85)]))
+
+
+# --- near the diagonal (issue 9, docs/math.md §9) ----------------------------------------
+
+NEAR_RHOS = [0.99, 0.999, 0.9999, 0.99999, 1 - 1e-7, 1 - 1e-9, 1 - 1e-11, -0.9999, -(1 - 1e-8)]
+NEAR_VARIANCES = [(0.01, 0.02), (1.0, 1.0), (2.0, 0.5), (20.0, 40.0)]
+
+
+def _near_points():
+    pts = [(a, b, r * np.sqrt(a * b)) for a, b in NEAR_VARIANCES for r in NEAR_RHOS]
+    return tuple(np.array(v) for v in zip(*pts, strict=True))
+
+
+def _mpmath_errors(name, derivative, a, b, c, got):
+    exact = np.array([float(ref.dual(name, derivative, *p)) for p in zip(a, b, c, strict=True)])
+    scale = np.sqrt([float(ref.second_moment(name, derivative, x)
+                           * ref.second_moment(name, derivative, y))
+                     for x, y in zip(a, b, strict=True)])
+    return np.abs(got - exact) / scale
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("derivative", [False, True])
+@pytest.mark.parametrize("name", ["resin", "gelu"])
+def test_near_diagonal_matches_mpmath(name, derivative):
+    """≤ 1e-12 of the Cauchy–Schwarz scale, or the float64 conditioning limit
+    2e-16/√(1−|ρ|) where that is larger (σ' of a kink), from ρ = 0.99 to 1 − 1e-11."""
+    a, b, c = _near_points()
+    got = ntkhgm.dual(name, a, b, c, derivative=derivative)
+    err = _mpmath_errors(name, derivative, a, b, c, got)
+    rho = np.abs(c) / np.sqrt(a * b)
+    limit = np.maximum(1e-12, 2e-16 / np.sqrt(1 - rho))
+    assert np.all(err <= limit), np.column_stack([a, b, c, err])[err > limit]
+
+
+def test_resin_is_holonomic_up_to_the_diagonal(monkeypatch):
+    """ReSin's σ near |ρ| = 1: every pair by its Pfaffian system (no series tail, no
+    quadrature), to 1e-12 of the scale, at a cost that hardly depends on 1 − |ρ|."""
+    from ntkhgm.numeric import pfaffian_ode
+
+    def no_fallback(self, *args):
+        raise AssertionError("a pair left the Pfaffian paths")
+
+    monkeypatch.setattr(HGMEvaluator, "_fallback", no_fallback)
+    a, b, c = _near_points()
+    got = ntkhgm.dual("resin", a, b, c, method="hgm")
+    assert np.max(_mpmath_errors("resin", False, a, b, c, got)) <= 1e-12
+
+    calls = []
+    original = pfaffian_ode.EndPathEvaluator.matrix
+
+    def counting(self, t, idx):
+        calls.append(idx.size)
+        return original(self, t, idx)
+
+    monkeypatch.setattr(pfaffian_ode.EndPathEvaluator, "matrix", counting)
+    cost = {}
+    for gap in (1e-3, 1e-14):
+        calls.clear()
+        ntkhgm.dual("resin", 1.3, 0.7, (1 - gap) * np.sqrt(0.91), method="hgm", tol=1e-13)
+        cost[gap] = sum(calls)
+    assert cost[1e-14] <= 4 * cost[1e-3], cost
+
+
+@pytest.mark.cas
+def test_user_activation_with_an_irregular_point_near_the_diagonal(monkeypatch):
+    """Y(u)·cos u as a user activation: its system has a double pole at |ρ| = 1; pairs
+    near the diagonal are evaluated by the reduced Pfaffian paths, not by quadrature."""
+    from click.testing import CliRunner
+
+    from ntkhgm.cli import main
+
+    res = CliRunner().invoke(main, ["pfaffian", "--annihilator", "u^2*du^2+u^2",
+                                    "--name", "ycos", "--sigma", "step(u)*cos(u)", "--quiet"])
+    assert res.exit_code == 0, res.output
+
+    def no_fallback(self, *args):
+        raise AssertionError("a pair left the Pfaffian paths")
+
+    monkeypatch.setattr(HGMEvaluator, "_fallback", no_fallback)
+    a = np.array([1.0, 2.0, 0.5, 1.5])
+    b = np.array([1.0, 0.5, 3.0, 1.5])
+    rho = np.array([0.999, 1 - 1e-7, -(1 - 1e-9), 1 - 1e-12])
+    c = rho * np.sqrt(a * b)
+    got = ntkhgm.dual("ycos", a, b, c, method="hgm")
+    err = _mpmath_errors("resin", True, a, b, c, got)   # Y(u) cos u is resin's σ'
+    assert np.all(err <= np.maximum(1e-12, 2e-16 / np.sqrt(1 - np.abs(rho)))), err

@@ -219,7 +219,14 @@ def dual_cmd(activation: str, a: float, b: float, c: float, derivative: bool,
     Differences are taken against the most accurate method (first row); the
     relative column divides by the Cauchy–Schwarz scale √(D(a,a,a)·D(b,b,b)).
     """
-    from ..duals import as_activation, available_methods, dual, validate_covariance
+    from ..duals import (
+        as_activation,
+        available_methods,
+        dual,
+        regions,
+        resolve_method,
+        validate_covariance,
+    )
     from ..numeric.covariance import sqrt_product
 
     act = as_activation(activation)
@@ -266,6 +273,9 @@ def dual_cmd(activation: str, a: float, b: float, c: float, derivative: bool,
     console.print(title)
     console.print(table)
     console.print(f"CS scale √(D(a,a,a)·D(b,b,b)) = {scale!r}")
+    auto = resolve_method(act, derivative, "auto")
+    where = ", ".join(regions(act, a, b, c, derivative=derivative)) if auto != "gh" else ""
+    console.print(f"auto uses {auto}" + (f": {where}" if where else ""))
 
 
 # ----------------------------------------------------------------------------- kernel

@@ -33,6 +33,8 @@ those points (``auto`` only).
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from ..errors import IntegrationError, SingularityError
@@ -87,7 +89,8 @@ class HGMEvaluator:
         self.tol = tol
         self.mode = mode
         self._rs = None
-        self._ends: dict[int, EndSystem] = {}
+        self._ends: dict = {}
+        self.regions: Counter = Counter()
 
     def end_system(self, end: int) -> tuple[EndSystem, np.ndarray] | None:
         """The system at ρ = end in t = 1 − end·ρ, sheared (docs/math.md §9), and the
@@ -111,7 +114,7 @@ class HGMEvaluator:
         return self._rs
 
     def _start(self, sa, sb, theta, near):
-        """Initial values G̃ and their θ for every path, and the scale of each path.
+        """Initial values G̃ and their θ per path, the scale of G̃ and the Cauchy–Schwarz scale of D.
 
         Paths start at |ρ| = RHO_START (on the side of the target), where the
         Mehler series gives every component G̃_s to absolute accuracy (it is a
@@ -138,14 +141,14 @@ class HGMEvaluator:
             g0 = (2.0 ** j)[None, :] * mu[list(rs.p)][:, ia].T * mu[list(rs.q)][:, ib].T
             g[~ok] = g0[~ok]
             theta_start[~ok] = 0.5 * np.pi
-        return g, theta_start, np.maximum(scale, np.max(np.abs(g), axis=1))
+        return g, theta_start, np.maximum(scale, np.max(np.abs(g), axis=1)), scale
 
     def _paths(self, sa, sb, theta):
         """D at θ by the Pfaffian system (step 3); NaN where the growth of rounding
         errors towards |ρ| = 1 would exceed the tolerance (module docstring)."""
         rho_edge = np.arccos(RHO_START)
         near = (theta < rho_edge) | (theta > np.pi - rho_edge)
-        g, theta_start, scale = self._start(sa, sb, theta, near)
+        g, theta_start, scale, dual_scale = self._start(sa, sb, theta, near)
         # up to |ρ| = RHO_START (or the target, if nearer): paths in θ
         theta_mid = np.where(near, np.where(theta < 0.5 * np.pi, rho_edge, np.pi - rho_edge),
                              theta)
@@ -156,11 +159,12 @@ class HGMEvaluator:
             G[move] = self._theta_paths(sa[move], sb[move], G[move], theta_start[move],
                                         theta_mid[move], scale[move])
         out[~near] = G[~near, 0]
+        self.regions["Pfaffian path in θ"] += int(np.sum(~near & np.isfinite(out)))
         for end in (1, -1):
             m = (near & np.all(np.isfinite(G), axis=1)
                  & ((theta < 0.5 * np.pi) if end == 1 else (theta > 0.5 * np.pi)))
             if np.any(m):
-                out[m] = self._end_paths(end, sa[m], sb[m], theta[m], G[m], scale[m])
+                out[m] = self._end_paths(end, sa[m], sb[m], theta[m], G[m], dual_scale[m])
         return out
 
     def _theta_paths(self, sa, sb, g, theta_start, theta_target, scale):
@@ -172,7 +176,8 @@ class HGMEvaluator:
             self._name_lambda(exc, sa, sb, theta_target)
 
     def _end_paths(self, end, sa, sb, theta, g, scale):
-        """From |ρ| = RHO_START to the target near ρ = end (docs/math.md §9)."""
+        """From |ρ| = RHO_START to the target near ρ = end (docs/math.md §9); the error
+        of D is controlled relative to ``scale``, the Cauchy–Schwarz scale."""
         # t = 1 − |ρ| from θ without cancellation
         t = 2.0 * (np.sin(0.5 * theta) if end == 1 else np.cos(0.5 * theta)) ** 2
         t0 = np.full(t.size, 1.0 - RHO_START)
@@ -203,6 +208,8 @@ class HGMEvaluator:
                 exc.path = i
                 self._name_lambda(exc, sa, sb, theta)
             out[ok] = G[:, 0]
+            self.regions["Pfaffian path near |ρ| = 1 (reduced, in log(1 − |ρ|))"] += int(
+                np.sum(np.isfinite(G[:, 0])))
         return out
 
     @staticmethod
@@ -233,9 +240,11 @@ class HGMEvaluator:
         return g, ok
 
     def __call__(self, a, b, c) -> np.ndarray:
+        """D_f at every (a, b, c); :attr:`regions` then counts the pairs per region."""
         out, shape, (a, b, c), cor = degenerate_first(self.f, self.f, a, b, c)
         sa, sb, theta = np.sqrt(a), np.sqrt(b), cor.theta
         rest = np.flatnonzero(~cor.degenerate)
+        self.regions = Counter({"degenerate: 1-D integral": int(np.sum(cor.degenerate))})
         if rest.size == 0:
             return out.reshape(shape)
         both = np.concatenate([sa[rest], sb[rest]])
@@ -243,6 +252,8 @@ class HGMEvaluator:
         if self.mode == "auto" and hi - lo <= UNIFORM_RTOL * hi:
             # one variance up to rounding (normalised data): D depends on θ alone
             out[rest] = self._chebyshev(0.5 * (lo + hi), theta[rest])
+            self.regions["|ρ| ≤ 0.9, one variance: Chebyshev in θ"] += int(np.sum(
+                np.abs(np.cos(theta[rest])) <= CHEB_RHO))
         else:
             vals, inv = np.unique(both, return_inverse=True)
             out[rest] = self._general(sa[rest], sb[rest], theta[rest], vals, inv)
@@ -261,6 +272,7 @@ class HGMEvaluator:
             m = need == k
             if np.any(m):
                 out[m] = hs.series_sum(H, ia[m], ib[m], rho[m], k)
+                self.regions[f"Mehler series, {k} terms"] += int(np.sum(m))
         return out
 
     def _general(self, sa, sb, theta, vals, inv):
@@ -297,6 +309,7 @@ class HGMEvaluator:
         if np.any(rest):
             c = sa[rest] * sb[rest] * np.cos(theta[rest])
             out[rest] = expect_2d(self.f, self.f, sa[rest] ** 2, sb[rest] ** 2, c)
+            self.regions["fallback: reference quadrature"] += int(np.sum(rest))
         return out
 
     def _chebyshev(self, s: float, theta: np.ndarray) -> np.ndarray:
