@@ -161,8 +161,10 @@ def make_recursion(act: Activation, depths: tuple[int, ...], kind: str, conventi
     methods = (resolve_method(act, False, method, npoints=npairs),
                resolve_method(act, True, method, npoints=npairs) if kind == "ntk" else None)
     cs = c_sigma(act) if convention == "arora" else 1.0
-    return Recursion(act, depths, kind, convention, float(W_std) ** 2, float(b_std) ** 2,
-                     float(cs), int(d0), methods, tuple(sorted(options.items())))
+    with np.errstate(over="ignore"):  # an overflow is reported at layer 0 with its rows
+        w2, b2 = float(np.float64(W_std) ** 2), float(np.float64(b_std) ** 2)
+    return Recursion(act, depths, kind, convention, w2, b2, float(cs), int(d0), methods,
+                     tuple(sorted(options.items())))
 
 
 def _pair_names(i: int, j: int, n1: int | None) -> tuple[str, str]:
