@@ -47,7 +47,7 @@ def map_tiles(client, plan: Plan, tiles: list[Tile]) -> Iterator[tuple[Tile, dic
     window = IN_FLIGHT_PER_WORKER * n_workers(client)
     pending = iter(tiles)
     futures = {}
-    queue = distributed.as_completed()
+    queue = distributed.as_completed(loop=client.loop)  # the client need not be the default
 
     def submit_next() -> bool:
         t = next(pending, None)
