@@ -490,8 +490,8 @@ def plan_kernel(X1, X2=None, *, activation: str | Activation, depth, kind: str =
             raise InputError(f"tile must be a positive integer, got {tile!r}")
         edge = int(tile)
     else:
-        budget = memory_budget(memory)
-        edge = tile_edge(budget, current_rss() + held, workers=workers, n_depths=len(depths))
+        edge = tile_edge(memory_budget(memory), current_rss() + held, methods=rec.methods,
+                         workers=workers, n_depths=len(depths))
     rows = row_values(rec, X1) if X2 is None else row_values(rec, np.concatenate([X1, X2]), n1)
     return Plan(rec, X1, X2, rows, tile_grid(n1, n2, edge, X2 is None), edge), single
 

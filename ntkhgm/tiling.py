@@ -17,21 +17,21 @@ from dataclasses import dataclass
 
 from .errors import InputError
 
-BYTES_PER_PAIR = 480
-"""Working memory of one pair in a tile: the flattened pair arrays of the
-recursion (Σ, Θ, a, b, c, masks, index arrays), the dual evaluators'
-temporaries and the tile's output block, measured with tracemalloc on relu
-(closed), erf, resin and gelu (hgm), depths 1–5: 230–420 bytes; rounded up."""
+BYTES_PER_PAIR = {"closed": 256, None: 1536}
+"""Working memory of one pair in a tile, by σ's dual method: the flattened pair
+arrays of the recursion (Σ, Θ, a, b, c, masks, index arrays), the evaluators'
+temporaries and the tile's output block.  Measured with tracemalloc at depth 3
+(benchmarks/scale.py): closed forms (relu, erf) 134–182 bytes, hgm 670–1390
+(gelu, resin); rounded up."""
 
-EVALUATOR_RESERVE = 192 << 20
-"""Memory an evaluator may take whatever the tile size: the reference quadrature
-works on blocks of 2·10⁷ nodes, the Hermite tables are per variance."""
+RESERVE = {"quad": 1200 << 20, None: 64 << 20}
+"""Memory an evaluator takes whatever the tile size, by method: the reference
+quadrature works on blocks of 2·10⁷ nodes (1.1 GB measured)."""
 
 MIN_TILE = 32
 DEFAULT_MAX_WORK = 1 << 30
-"""Default cap of the tiles' working memory (1 GiB): tiles of more than ~1500²
-pairs run no faster per pair (measured, benchmarks/README.md), so a larger
-default would only cost memory."""
+"""Default cap of a tile's working memory (1 GiB): larger tiles run no faster per
+pair (measured, benchmarks/README.md), so a larger default would only cost memory."""
 DEFAULT_FRACTION = 0.25
 
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
@@ -80,33 +80,47 @@ def current_rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def default_budget() -> int:
-    """A quarter of the available memory, at most the current RSS plus 1 GiB of tiles."""
-    return int(min(DEFAULT_FRACTION * available_memory(), current_rss() + DEFAULT_MAX_WORK))
+def memory_model(methods) -> tuple[int, int]:
+    """(bytes per pair, fixed reserve) of a tile for these dual methods (σ, σ')."""
+    methods = [m for m in methods if m is not None]
+    per_pair = max(BYTES_PER_PAIR.get(m, BYTES_PER_PAIR[None]) for m in methods)
+    reserve = max(RESERVE.get(m, RESERVE[None]) for m in methods)
+    return per_pair, reserve
 
 
-def memory_budget(memory: str | int | float | None) -> int:
-    """The budget in bytes: the argument, else ``NTKHGM_MEMORY``, else the default."""
+def default_budget(held: int, workers: int = 1, reserve: int = RESERVE[None]) -> int:
+    """A quarter of the available memory, at most what is held plus 1 GiB of tiles
+    (and the evaluators' reserve) per worker."""
+    return int(min(DEFAULT_FRACTION * available_memory(),
+                   held + workers * (reserve + DEFAULT_MAX_WORK)))
+
+
+def memory_budget(memory: str | int | float | None) -> int | None:
+    """The budget in bytes: the argument, else ``NTKHGM_MEMORY``, else None (default)."""
     if memory is not None:
         return parse_memory(memory, "--memory")
     env = os.environ.get("NTKHGM_MEMORY")
     if env is not None and env.strip() != "":
         return parse_memory(env, "NTKHGM_MEMORY")
-    return default_budget()
+    return None
 
 
-def tile_edge(budget: int, held: int, *, workers: int = 1, n_depths: int = 1) -> int:
+def tile_edge(budget: int | None, held: int, *, methods=("closed",), workers: int = 1,
+              n_depths: int = 1) -> int:
     """Largest tile edge t whose t² pairs fit the budget beside ``held`` bytes.
 
     ``workers`` tiles run at once (one per local worker process, each with its
     own evaluator reserve); each tile also holds one output block per depth.
     Raises InputError when not even a MIN_TILE² tile fits.
     """
-    per_worker = (budget - held) / max(1, workers) - EVALUATOR_RESERVE
-    per_pair = BYTES_PER_PAIR + 16 * max(0, n_depths - 1)
+    per_pair, reserve = memory_model(methods)
+    per_pair += 8 * max(0, n_depths - 1)
+    if budget is None:
+        budget = default_budget(held, workers, reserve)
+    per_worker = (budget - held) / max(1, workers) - reserve
     edge = int((max(per_worker, 0.0) / per_pair) ** 0.5)
     if edge < MIN_TILE:
-        need = held + workers * (EVALUATOR_RESERVE + MIN_TILE ** 2 * per_pair)
+        need = held + workers * (reserve + MIN_TILE ** 2 * per_pair)
         raise InputError(f"memory budget {format_bytes(budget)} is too small: at least "
                          f"{format_bytes(need)} is needed (set --memory or NTKHGM_MEMORY)")
     return edge

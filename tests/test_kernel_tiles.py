@@ -54,8 +54,10 @@ def test_tiled_nt_convention_and_memory_budget():
     full = ntkhgm.kernel(X, **kw)
     assert rel(ntkhgm.kernel(X, tile=2, **kw), full) <= 1e-15
     # a budget only just above the process's memory gives small tiles, same K
-    from ntkhgm.tiling import EVALUATOR_RESERVE, MIN_TILE, current_rss
-    budget = current_rss() + EVALUATOR_RESERVE + 2000 * MIN_TILE ** 2
+    from ntkhgm.tiling import MIN_TILE, current_rss, memory_model
+
+    per_pair, reserve = memory_model(("closed", "closed"))
+    budget = current_rss() + reserve + 8 * per_pair * MIN_TILE ** 2
     plan, _ = kernels_mod.plan_kernel(np.tile(X, (20, 1)), memory=budget, **kw)
     assert plan.edge < 140 and len(plan.tiles) > 1
     with pytest.raises(InputError, match="too small"):

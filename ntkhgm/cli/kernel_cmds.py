@@ -337,7 +337,8 @@ def kernel_cmd(train: str, test: str | None, target: str | None, activation: str
         local_workers = jobs if client is not None and scheduler is None else 1
         plan, _ = plan_kernel(X1, X2, activation=act, depth=depth, kind=kind,
                               convention=convention, W_std=W_std, b_std=b_std, method=method,
-                              tile=tile, memory=memory, workers=local_workers)
+                              tile=tile, memory=memory, workers=local_workers,
+                              held=0 if tiled else 8 * shape[0] * shape[1] * len(depths))
         with _progress(f"{kind} {act.name} {label}: tiles", quiet) as progress:
             if tiled:
                 store = TiledOutput(output, plan, resume)
