@@ -3,10 +3,11 @@
 ``--jobs N`` starts a :class:`distributed.LocalCluster` of N single-threaded
 worker processes; ``--scheduler ADDRESS`` (or ``DASK_SCHEDULER_ADDRESS``)
 connects to a cluster started with ``dask scheduler`` / ``dask worker ADDRESS``.
-Each task is one tile: the recursion (activation, methods, options) and the
-tile's rows with their per-layer values travel with it, so a worker needs only
-the package.  Results come back to the calling process, which writes them;
-at most a few tiles per worker are in flight, so the caller holds only those.
+Each task is one tile: the recursion (activation, methods, options), the
+tile's rows with their per-layer values and, for a user activation, its
+Pfaffian files travel with it, so a worker needs only the package.  Results
+come back to the calling process, which writes them; at most a few tiles per
+worker are in flight, so the caller holds only those.
 """
 
 from __future__ import annotations
@@ -41,9 +42,53 @@ def n_workers(client) -> int:
         return 1
 
 
+def user_pfaffian_files(act) -> dict[bool, str]:
+    """The cached Pfaffian files of a user activation (``ntkhgm pfaffian --name``), as text,
+    to travel with each task; empty for a catalog activation (shipped with the package)."""
+    from .activations import get_activation
+    from .errors import UnknownActivationError
+
+    try:
+        get_activation(act.name)
+        return {}
+    except UnknownActivationError:
+        pass
+    from .algebra.cache import pfaffian_path
+
+    files = {}
+    for derivative in (False, True):
+        try:
+            files[derivative] = pfaffian_path(act.name, derivative).read_text(encoding="utf-8")
+        except OSError:
+            continue
+    return files
+
+
+def _install_pfaffians(name: str, files: dict[bool, str]) -> None:
+    """On a worker: put a user activation's Pfaffian files into its cache if it lacks them
+    (they are validated like any cached file when loaded)."""
+    if not files:
+        return
+    from .algebra.cache import has_pfaffian, pfaffian_path
+    from .atomic import atomic_write_text
+
+    for derivative, text in files.items():
+        if not has_pfaffian(name, derivative=derivative):
+            path = pfaffian_path(name, derivative)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text)
+
+
+def remote_tile(rec, A, B, files: dict[bool, str]) -> dict[int, np.ndarray]:
+    """One tile on a worker: the user activation's Pfaffians first, then the recursion."""
+    _install_pfaffians(rec.act.name, files)
+    return compute_tile(rec, A, B)
+
+
 def map_tiles(client, plan: Plan, tiles: list[Tile]) -> Iterator[tuple[Tile, dict]]:
     """Yield (tile, result) as tiles finish on the cluster, a bounded number in flight."""
     distributed = _distributed()
+    files = user_pfaffian_files(plan.rec.act)
     window = IN_FLIGHT_PER_WORKER * n_workers(client)
     pending = iter(tiles)
     futures = {}
@@ -54,7 +99,7 @@ def map_tiles(client, plan: Plan, tiles: list[Tile]) -> Iterator[tuple[Tile, dic
         if t is None:
             return False
         A, B = plan.tile_inputs(t)
-        f = client.submit(compute_tile, plan.rec, A, B, pure=False,
+        f = client.submit(remote_tile, plan.rec, A, B, files, pure=False,
                           key=f"ntkhgm-tile-{t.index[0]}-{t.index[1]}-{os.urandom(4).hex()}")
         futures[f.key] = t
         queue.add(f)
@@ -139,7 +184,8 @@ def as_dask_array(plan: Plan, depth: int | None = None):
         raise InputError(f"depth {depth} was not requested ({plan.rec.depths})")
     n1, n2 = plan.shape
     edge = plan.edge
-    tiles = {t.index: dask.delayed(_tile_block)(plan.rec, *plan.tile_inputs(t), depth)
+    files = user_pfaffian_files(plan.rec.act)
+    tiles = {t.index: dask.delayed(_tile_block)(plan.rec, *plan.tile_inputs(t), depth, files)
              for t in plan.tiles}
     rows = []
     for bi, r0 in enumerate(range(0, n1, edge)):
@@ -156,5 +202,5 @@ def as_dask_array(plan: Plan, depth: int | None = None):
     return da.block(rows)
 
 
-def _tile_block(rec, A, B, depth: int) -> np.ndarray:
-    return compute_tile(rec, A, B)[depth]
+def _tile_block(rec, A, B, depth: int, files: dict[bool, str]) -> np.ndarray:
+    return remote_tile(rec, A, B, files)[depth]

@@ -141,3 +141,34 @@ def test_unreachable_scheduler_is_one_line(tmp_path):
                              "tcp://127.0.0.1:9"])
     assert r.exit_code == 2 and "cannot reach the Dask scheduler" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_user_activation_travels_with_the_task(tmp_path, monkeypatch):
+    """A worker whose cache lacks the user activation's Pfaffians gets them with the task."""
+    mine, theirs = tmp_path / "client-cache", tmp_path / "worker-cache"
+    monkeypatch.setenv("NTKHGM_CACHE_DIR", str(mine))
+    try:
+        runner = CliRunner(mix_stderr=False)
+    except TypeError:
+        runner = CliRunner()
+    common = ["--annihilator", "u*du-2", "--derivative-annihilator", "u*du-1",
+              "--name", "myrelu2", "--sigma", "u^2*step(u)", "--dsigma", "2*u*step(u)",
+              "--quiet"]
+    for extra in ([], ["--derivative"]):
+        r = runner.invoke(main, ["pfaffian", *common, *extra])
+        assert r.exit_code == 0, r.output
+    Z = X[:6]
+    local = ntkhgm.kernel(Z, activation="myrelu2", depth=2, method="hgm")
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, host="127.0.0.1",
+                                       env={"NTKHGM_CACHE_DIR": str(theirs)})
+    try:
+        with distributed.Client(cluster, set_as_default=False) as c:
+            assert c.run(lambda: __import__("os").environ["NTKHGM_CACHE_DIR"]) \
+                == {w: str(theirs) for w in c.scheduler_info()["workers"]}
+            remote = ntkhgm.kernel(Z, activation="myrelu2", depth=2, method="hgm", client=c,
+                                   tile=4)
+    finally:
+        cluster.close()
+    assert rel(remote, local) <= 1e-15
+    assert (theirs / "myrelu2.json").is_file() and (theirs / "myrelu2.derivative.json").is_file()
