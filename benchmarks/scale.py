@@ -10,6 +10,10 @@ start-up time of a 2-row run), peak RSS (``getrusage`` of the child, the number
 largest N, the max relative difference between K's first 2000×2000 block and
 the untiled in-memory kernel of those rows.
 
+Part 3 (in process): ``depth=[1, 2, 3]`` against ``depth=3`` alone (issue 12:
+one pass costs no more than the deepest kernel), and tiled against untiled
+kernels for relu, erf, resin and gelu.
+
 Part 2: `--jobs 1` against `--jobs 2` (a Dask LocalCluster of two worker
 processes) for ReSin depth 3 at N = --speedup-n, in the same run, and the max
 difference between the two outputs.
@@ -117,12 +121,41 @@ def part_speedup(n: int, tmp: Path, activation: str) -> dict:
     return res
 
 
+def part_depths_and_tiles(n: int) -> dict:
+    """In-process: depth=[1,2,3] against depth=3 alone (best of 3), and tiled (edge n/5)
+    against untiled max relative differences, for four activations."""
+    import ntkhgm
+
+    X = data(n, seed=2)
+    out = {"N": n, "depth_list": {}, "tiled_vs_untiled": {}}
+    for act in ("relu", "erf", "resin", "gelu"):
+        ntkhgm.kernel(X[:20], activation=act, depth=3)  # evaluator set-up outside the timing
+        times = {}
+        for key, depth in (("depth3", 3), ("depths123", [1, 2, 3])):
+            best = np.inf
+            for _ in range(3):
+                t0 = time.perf_counter()
+                ntkhgm.kernel(X, activation=act, depth=depth)
+                best = min(best, time.perf_counter() - t0)
+            times[key] = round(best, 3)
+        times["ratio"] = round(times["depths123"] / times["depth3"], 3)
+        out["depth_list"][act] = times
+        full = ntkhgm.kernel(X, activation=act, depth=3)
+        tiled = ntkhgm.kernel(X, activation=act, depth=3, tile=max(1, n // 5))
+        out["tiled_vs_untiled"][act] = float(np.max(np.abs(tiled - full))
+                                             / np.max(np.abs(full)))
+        print(act, times, out["tiled_vs_untiled"][act], flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 5000, 20000])
     ap.add_argument("--speedup-n", type=int, default=4000)
     ap.add_argument("--speedup-activation", default="resin")
     ap.add_argument("--skip-speedup", action="store_true")
+    ap.add_argument("--depths-n", type=int, default=300,
+                    help="N of the in-process depth-list and tiled-vs-untiled part (0: skip)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ntkhgm-scale-") as tmp:
@@ -130,8 +163,10 @@ def main() -> None:
         sizes, startup = part_sizes(args.sizes, tmp) if args.sizes else ([], 0.0)
         speed = None if args.skip_speedup else part_speedup(args.speedup_n, tmp,
                                                            args.speedup_activation)
+    extra = part_depths_and_tiles(args.depths_n) if args.depths_n else None
     load = os.getloadavg()
     result = {"sizes": sizes, "startup_s": round(startup, 2), "speedup": speed,
+              "depths_and_tiles": extra,
               "cpus": os.cpu_count(), "loadavg_after": [round(x, 2) for x in load],
               "date": time.strftime("%Y-%m-%d")}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +184,13 @@ def main() -> None:
         print(f"\n{speed['activation']} N = {speed['N']}: --jobs 1 {speed['jobs1_s']} s, "
               f"--jobs 2 {speed['jobs2_s']} s, speed-up {speed['speedup']}×, "
               f"max rel diff {speed['max_rel_diff']:.1e}")
+    if extra:
+        print(f"\nN = {extra['N']} in process | depth 3 (s) | depth [1,2,3] (s) | ratio | "
+              "tiled (edge N/5) vs untiled, max rel diff |")
+        print("|---|---|---|---|---|")
+        for act, t in extra["depth_list"].items():
+            print(f"| {act} | {t['depth3']} | {t['depths123']} | {t['ratio']} | "
+                  f"{extra['tiled_vs_untiled'][act]:.1e} |")
     print(f"(start-up {startup:.2f} s subtracted per run; load average after: {load})")
 
 
