@@ -140,8 +140,9 @@ def test_too_large_for_the_output_fails_before_any_work(runner, train, tmp_path,
     assert leftovers(tmp_path) == [] and not (tmp_path / "K.npy").exists()
 
 
-def test_interrupted_run_resumes_to_the_same_kernel(runner, train, tmp_path, monkeypatch):
-    out = tmp_path / "K.npy"
+@pytest.mark.parametrize("name", ["K.npy", "K.zarr"])
+def test_interrupted_run_resumes_to_the_same_kernel(runner, train, tmp_path, monkeypatch, name):
+    out = tmp_path / name
     args = ["kernel", train, "-a", "gelu", "-L", "2", "-o", str(out), "--tile", "3", "-q"]
     ref = ntkhgm.kernel(X, activation="gelu", depth=2)
     import ntkhgm.store as store
@@ -158,11 +159,16 @@ def test_interrupted_run_resumes_to_the_same_kernel(runner, train, tmp_path, mon
     monkeypatch.setattr(store.TiledOutput, "write", interrupted)
     r = runner.invoke(main, args)
     assert r.exit_code == 130 and "rerun with --resume" in r.stderr
-    assert not out.exists() and (tmp_path / "K.npy.partial").exists()
+    assert not out.exists() and (tmp_path / f"{name}.partial").exists()
     monkeypatch.setattr(store.TiledOutput, "write", real_write)
     # a tile whose data was being written when the process died has no marker line
-    with open(tmp_path / "K.npy.progress", "a") as fh:
+    with open(tmp_path / f"{name}.progress", "a") as fh:
         fh.write('{"tile": [3, 3]')
+    if name.endswith(".npy"):  # ... and its block holds whatever was half written
+        part = np.load(tmp_path / f"{name}.partial", mmap_mode="r+")
+        part[9:, 9:] = np.nan
+        part.flush()
+        del part
     computed = []
     real_tile = kernels_mod.compute_tile
 
@@ -174,7 +180,13 @@ def test_interrupted_run_resumes_to_the_same_kernel(runner, train, tmp_path, mon
     r = runner.invoke(main, args + ["--resume"])
     assert r.exit_code == 0, r.stderr
     assert len(computed) == 5
-    assert np.max(np.abs(np.load(out) - ref)) <= 1e-15 * np.max(np.abs(ref))
+    if name.endswith(".npy"):
+        K = np.load(out)
+    else:
+        import zarr
+
+        K = zarr.open_array(str(out), mode="r")[:]
+    assert np.max(np.abs(K - ref)) <= 1e-15 * np.max(np.abs(ref))
     assert leftovers(tmp_path) == []
 
 

@@ -341,6 +341,10 @@ def kernel_cmd(train: str, test: str | None, target: str | None, activation: str
                               held=0 if tiled else 8 * shape[0] * shape[1] * len(depths))
         with _progress(f"{kind} {act.name} {label}: tiles", quiet) as progress:
             if tiled:
+                stale = Path(output + ".partial")
+                if not resume and stale.exists() and not quiet:
+                    click.echo(f"ntkhgm: note: replacing {stale} of an earlier run (--resume "
+                               "would continue it)", err=True)
                 store = TiledOutput(output, plan, resume)
                 try:
                     run_tiles(plan, store.write, skip=store.done, client=client,
