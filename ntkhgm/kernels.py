@@ -211,25 +211,32 @@ def _with_pair(exc: NumericalError, layer: int, a, b, c, rows1, rows2,
 
 
 @dataclass
-class RowValues:
-    """Per-layer values of the distinct rows of X1 ∪ X2 (up to sign).
+class LayerValues:
+    """Per-layer values of some rows, one column per row (or per distinct row), layer
+    h = 0..L: ``q`` = Σh(x, x), ``theta`` = Θh(x, x); for h ≥ 1 ``t``/``td`` = D_σ/D_σ'(Λ)
+    at Λ = q_{h−1}·[[1, 1], [1, 1]] and, when some rows are exact negatives of
+    others, ``ta``/``tda`` at q_{h−1}·[[1, −1], [−1, 1]]."""
 
-    ``key[r]``/``sign[r]``: the distinct row (canonical sign) of input row r, which is
-    ``sign[r]`` times it.  Per key and layer h = 0..L: ``q`` = Σh(x, x), ``theta`` =
-    Θh(x, x); for h ≥ 1 ``t``/``td`` = D_σ/D_σ'(Λ) at Λ = q_{h−1}·[[1, 1], [1, 1]] and,
-    when some rows are exact negatives of others, ``ta``/``tda`` at [[1, −1], [−1, 1]].
-    ``norm`` = ‖x‖² (the Σ0 of a row with itself, before the convention's affine map).
-    """
-
-    key: np.ndarray
-    sign: np.ndarray
-    norm: np.ndarray
     q: np.ndarray
     theta: np.ndarray | None
     t: np.ndarray
     td: np.ndarray | None
     ta: np.ndarray | None
     tda: np.ndarray | None
+
+
+@dataclass
+class RowValues(LayerValues):
+    """The distinct rows of X1 ∪ X2 (up to sign) through every layer.
+
+    Input row r is ``sign[r]`` times the distinct row ``key[r]``; the layer values
+    have one column per key; ``norm`` = ‖x‖² per key (the Σ0 of a row with itself,
+    before the convention's affine map).
+    """
+
+    key: np.ndarray
+    sign: np.ndarray
+    norm: np.ndarray
     first: np.ndarray  # an input row of each key (for error messages)
     n1: int | None     # rows ≥ n1 are rows of X2 (for error messages)
 
@@ -296,15 +303,16 @@ def row_values(rec: Recursion, X: np.ndarray, n1: int | None = None) -> RowValue
             if theta is not None:
                 theta[h] = rec.next_ntk(theta[h - 1], t[h], td[h])
                 _nonfinite(theta[h], h, rows, rows, "Θ", n1)
-    return RowValues(key, sign, norm, q, theta, t, td, ta, tda, first, n1)
+    return RowValues(q=q, theta=theta, t=t, td=td, ta=ta, tda=tda, key=key, sign=sign,
+                     norm=norm, first=first, n1=n1)
 
 
 # ----------------------------------------------------------------------------- tiles
 
 
 @dataclass
-class TileRows:
-    """The rows of one side of a tile and their per-layer values (columns of RowValues)."""
+class TileRows(LayerValues):
+    """The rows of one side of a tile and their layer values (columns of RowValues)."""
 
     rows: np.ndarray          # indices into X1 (then X2), for error messages
     n1: int | None            # rows ≥ n1 are rows of X2
@@ -312,12 +320,6 @@ class TileRows:
     key: np.ndarray
     sign: np.ndarray
     norm: np.ndarray
-    q: np.ndarray
-    theta: np.ndarray | None
-    t: np.ndarray
-    td: np.ndarray | None
-    ta: np.ndarray | None
-    tda: np.ndarray | None
 
 
 def _substitute(rec: Recursion, A: TileRows, h: int, derivative: bool, a, b, c, pa, rows1,
