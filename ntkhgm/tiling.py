@@ -89,10 +89,10 @@ def memory_model(methods) -> tuple[int, int]:
 
 
 def default_budget(held: int, workers: int = 1, reserve: int = RESERVE[None]) -> int:
-    """A quarter of the available memory, at most what is held plus 1 GiB of tiles
-    (and the evaluators' reserve) per worker."""
-    return int(min(DEFAULT_FRACTION * available_memory(),
-                   held + workers * (reserve + DEFAULT_MAX_WORK)))
+    """What is held plus, per worker, the evaluators' reserve and tiles of a quarter of
+    the available memory, at most 1 GiB."""
+    work = min(DEFAULT_FRACTION * available_memory() / max(1, workers), DEFAULT_MAX_WORK)
+    return int(held + workers * (reserve + work))
 
 
 def memory_budget(memory: str | int | float | None) -> int | None:

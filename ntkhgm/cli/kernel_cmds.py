@@ -280,7 +280,7 @@ class _Depths(click.ParamType):
               help="Tile edge in rows (default: from the memory budget).")
 @click.option("--memory", metavar="SIZE",
               help="Memory budget, e.g. 2GB or 512MiB (default: $NTKHGM_MEMORY, else a "
-                   "quarter of the available memory, at most 1 GiB of tiles).")
+                   "quarter of the available memory, at most 1 GiB, for the tiles).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes of a local Dask cluster (1: this process).")
 @click.option("--scheduler", metavar="ADDRESS",
