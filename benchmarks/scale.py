@@ -5,8 +5,8 @@
 
 Part 1: `ntkhgm kernel X.csv -a relu -L 3 -o K.npy` on N Gaussian rows (d = 10)
 for each N, run as a child process: wall time, time per kernel entry (after the
-start-up time of a 2-row run), peak RSS (``getrusage`` of the child, the number
-``/usr/bin/time -v`` reports as "Maximum resident set size"), tiles; for the
+start-up time of a 2-row run), peak RSS ("Maximum resident set size" of
+``/usr/bin/time -v``; ``getrusage`` of the child without it), tiles; for the
 largest N, the max relative difference between K's first 2000×2000 block and
 the untiled in-memory kernel of those rows.
 
@@ -53,19 +53,29 @@ def data(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, D))
 
 
+TIME_V = Path("/usr/bin/time")
+
+
 def run_kernel(csv: Path, out: Path, *args: str) -> dict:
-    """One `ntkhgm kernel` child: wall seconds, peak RSS (bytes) and its summary line."""
+    """One `ntkhgm kernel` child: wall seconds, peak RSS (kB, as `/usr/bin/time -v`
+    reports it) and its summary line."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     cmd = [sys.executable, "-m", "ntkhgm", "kernel", str(csv), "-o", str(out), *args]
+    if TIME_V.exists():
+        cmd = [str(TIME_V), "-v", *cmd]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{p.stderr}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the max over all children so far: only a new max is exact
-    return {"wall_s": wall, "peak_rss_kb": peak if peak > before else None,
-            "summary": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""}
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
+    if m:
+        peak_kb = int(m.group(1))
+    else:  # no /usr/bin/time: the same kernel counter, through getrusage (a new max only)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        peak_kb = peak if peak > before else None
+    summary = [line for line in p.stderr.splitlines() if line.startswith("ntkhgm: wrote")]
+    return {"wall_s": wall, "peak_rss_kb": peak_kb, "summary": summary[-1] if summary else ""}
 
 
 def write_csv(X: np.ndarray, path: Path) -> None:
