@@ -164,7 +164,7 @@ def main() -> None:
     ap.add_argument("--speedup-n", type=int, default=4000)
     ap.add_argument("--speedup-activation", default="resin")
     ap.add_argument("--skip-speedup", action="store_true")
-    ap.add_argument("--depths-n", type=int, default=300,
+    ap.add_argument("--depths-n", type=int, default=500,
                     help="N of the in-process depth-list and tiled-vs-untiled part (0: skip)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
     args = ap.parse_args()

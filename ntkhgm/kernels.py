@@ -471,12 +471,15 @@ def plan_kernel(X1, X2=None, *, activation: str | Activation, depth, kind: str =
                 convention: str = "arora", W_std: float = 1.0, b_std: float = 0.0,
                 method: str = "auto", tile: int | None = None,
                 memory: str | int | float | None = None, held: int = 0, workers: int = 1,
-                **options) -> tuple[Plan, bool]:
+                parallel: int | None = None, **options) -> tuple[Plan, bool]:
     """Validate, resolve, run the rows' pass and cut K into tiles.
 
     ``tile`` fixes the tile edge; otherwise it comes from the memory budget, of
-    which ``held`` bytes (an in-memory result, say) are taken already.
-    Returns the plan and whether one int depth was given.
+    which ``held`` bytes (an in-memory result, say) are taken already and which
+    ``workers`` local processes share; with ``parallel`` tiles running at once
+    (default ``workers``) there are at least TILES_PER_WORKER of them per worker,
+    so that none waits long for the last.  Returns the plan and whether one int
+    depth was given.
     """
     from .tiling import current_rss
 
@@ -494,8 +497,25 @@ def plan_kernel(X1, X2=None, *, activation: str | Activation, depth, kind: str =
     else:
         edge = tile_edge(memory_budget(memory), current_rss() + held, methods=rec.methods,
                          workers=workers, n_depths=len(depths))
+        edge = min(edge, balanced_edge(n1, n2, X2 is None, parallel or workers))
     rows = row_values(rec, X1) if X2 is None else row_values(rec, np.concatenate([X1, X2]), n1)
     return Plan(rec, X1, X2, rows, tile_grid(n1, n2, edge, X2 is None), edge), single
+
+
+TILES_PER_WORKER = 4
+
+
+def balanced_edge(n1: int, n2: int, symmetric: bool, parallel: int) -> int:
+    """The largest edge that gives at least TILES_PER_WORKER tiles per worker."""
+    if parallel <= 1:
+        return max(n1, n2)
+    want = TILES_PER_WORKER * parallel
+    for blocks in range(1, max(n1, n2) + 1):
+        edge = -(-max(n1, n2) // blocks)
+        b1, b2 = -(-n1 // edge), -(-n2 // edge)
+        if (b1 * (b1 + 1) // 2 if symmetric else b1 * b2) >= want:
+            return edge
+    return 1
 
 
 def run_tiles(plan: Plan, sink: Callable[[Tile, dict[int, np.ndarray]], None], *,
@@ -555,8 +575,15 @@ def kernel(X1, X2=None, *, activation: str | Activation, depth: int | Sequence[i
     plan, single = plan_kernel(X1, X2, activation=activation, depth=depth, kind=kind,
                                convention=convention, W_std=W_std, b_std=b_std, method=method,
                                tile=tile, memory=memory, held=8 * n1 * n2 * len(depths),
-                               **options)
+                               parallel=_cluster_size(client), **options)
     out, sink = in_memory_sink(plan)
     run_tiles(plan, sink, client=client, progress=progress)
     return out[plan.rec.depth] if single else out
 
+
+def _cluster_size(client) -> int:
+    if client is None:
+        return 1
+    from .parallel import n_workers
+
+    return n_workers(client)

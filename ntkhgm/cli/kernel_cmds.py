@@ -334,10 +334,13 @@ def kernel_cmd(train: str, test: str | None, target: str | None, activation: str
     t0 = time.perf_counter()
     label = "L=" + ",".join(map(str, depths))
     with _one_line_warnings(), cluster_client(jobs, scheduler) as client:
+        from ..parallel import n_workers
+
         local_workers = jobs if client is not None and scheduler is None else 1
         plan, _ = plan_kernel(X1, X2, activation=act, depth=depth, kind=kind,
                               convention=convention, W_std=W_std, b_std=b_std, method=method,
                               tile=tile, memory=memory, workers=local_workers,
+                              parallel=1 if client is None else n_workers(client),
                               held=0 if tiled else 8 * shape[0] * shape[1] * len(depths))
         with _progress(f"{kind} {act.name} {label}: tiles", quiet) as progress:
             if tiled:
