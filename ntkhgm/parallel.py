@@ -151,7 +151,7 @@ def cluster_client(jobs: int = 1, scheduler: str | None = None) -> Iterator[obje
             client.close()
         return
     cluster = distributed.LocalCluster(n_workers=int(jobs), threads_per_worker=1,
-                                       processes=True, dashboard_address=None,
+                                       processes=True, dashboard_address=":0", host="127.0.0.1",
                                        silence_logs=50)
     try:
         client = distributed.Client(cluster, set_as_default=False)

@@ -29,7 +29,7 @@ def rel(A, B) -> float:
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, host="127.0.0.1")
+                                       dashboard_address=":0", host="127.0.0.1")
     c = distributed.Client(cluster)
     yield c
     c.close()
@@ -160,7 +160,7 @@ def test_user_activation_travels_with_the_task(tmp_path, monkeypatch):
     Z = X[:6]
     local = ntkhgm.kernel(Z, activation="myrelu2", depth=2, method="hgm")
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, host="127.0.0.1",
+                                       dashboard_address=":0", host="127.0.0.1",
                                        env={"NTKHGM_CACHE_DIR": str(theirs)})
     try:
         with distributed.Client(cluster, set_as_default=False) as c:
