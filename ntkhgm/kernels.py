@@ -506,7 +506,8 @@ TILES_PER_WORKER = 4
 
 
 def balanced_edge(n1: int, n2: int, symmetric: bool, parallel: int) -> int:
-    """The largest edge that gives at least TILES_PER_WORKER tiles per worker."""
+    """The edge of the fewest equal blocks per side that give at least TILES_PER_WORKER
+    tiles per worker (equal blocks: balanced work)."""
     if parallel <= 1:
         return max(n1, n2)
     want = TILES_PER_WORKER * parallel

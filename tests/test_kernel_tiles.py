@@ -190,3 +190,21 @@ def test_non_finite_in_a_pair_names_both_rows(monkeypatch):
     monkeypatch.setattr(kernels_mod, "dual", poisoned)
     with pytest.raises(NonFiniteKernelError, match=r"at layer 1, X1 row \d+ and X2 row \d+"):
         ntkhgm.kernel(XT, X, activation="relu", depth=2)
+
+
+def test_parallel_runs_get_enough_tiles():
+    from ntkhgm.kernels import TILES_PER_WORKER, balanced_edge
+
+    for n1, n2, sym, workers in ((1000, 1000, True, 2), (4000, 4000, True, 3),
+                                 (100, 7, False, 2), (5, 5, True, 8)):
+        edge = balanced_edge(n1, n2, sym, workers)
+        b1, b2 = -(-n1 // edge), -(-n2 // edge)
+        tiles = b1 * (b1 + 1) // 2 if sym else b1 * b2
+        assert tiles >= min(TILES_PER_WORKER * workers, (n1 * (n1 + 1) // 2) if sym
+                            else n1 * n2)
+        if edge > 1:  # the fewest blocks that do
+            m = max(n1, n2)
+            e = -(-m // (-(-m // edge) - 1))
+            c1, c2 = -(-n1 // e), -(-n2 // e)
+            assert (c1 * (c1 + 1) // 2 if sym else c1 * c2) < TILES_PER_WORKER * workers
+    assert balanced_edge(1000, 1000, True, 1) == 1000
