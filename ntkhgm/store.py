@@ -50,6 +50,10 @@ def check_output(output: str | None, depths: tuple[int, ...]) -> None:
     if output is None or output == "-":
         return
     p = Path(output)
+    known = TILED_SUFFIXES + MEMORY_SUFFIXES
+    if p.suffix.lower() not in known:
+        raise InputError(f"{p}: unsupported output format {p.suffix or '(no suffix)'!r}; "
+                         f"use one of {', '.join(known)}")
     parent = p.parent if str(p.parent) else Path(".")
     if kind in ("zarr", "npz"):
         if not parent.is_dir():
