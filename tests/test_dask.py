@@ -172,3 +172,20 @@ def test_user_activation_travels_with_the_task(tmp_path, monkeypatch):
         cluster.close()
     assert rel(remote, local) <= 1e-15
     assert (theirs / "myrelu2.json").is_file() and (theirs / "myrelu2.derivative.json").is_file()
+
+
+def test_conjugate_gradients_on_the_cluster(client, tmp_path):
+    import zarr
+    from scipy import linalg
+
+    from ntkhgm.solvers import conjugate_gradient, open_kernel
+
+    K = ntkhgm.kernel(X, activation="relu", depth=2)
+    z = zarr.create_array(store=str(tmp_path / "K.zarr"), shape=K.shape, chunks=(5, 5),
+                          dtype="f8")
+    z[:] = K
+    y = rng.standard_normal(len(X))
+    a, _ = conjugate_gradient(open_kernel(tmp_path / "K.zarr"), y, 0.5, tol=1e-12,
+                              client=client)
+    ref = linalg.solve(K + 0.5 * np.eye(len(K)), y, assume_a="pos")
+    assert np.max(np.abs(a - ref)) <= 1e-9 * np.max(np.abs(ref))
