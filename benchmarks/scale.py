@@ -45,7 +45,6 @@ D = 10
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("NTKHGM_CACHE_DIR", tempfile.mkdtemp(prefix="ntkhgm-bench-cache-"))
     return env
 
 
@@ -168,6 +167,8 @@ def main() -> None:
                     help="N of the in-process depth-list and tiled-vs-untiled part (0: skip)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
     args = ap.parse_args()
+    # a private cache for this process and its children: nothing lands in ~/.cache
+    os.environ.setdefault("NTKHGM_CACHE_DIR", tempfile.mkdtemp(prefix="ntkhgm-bench-cache-"))
     with tempfile.TemporaryDirectory(prefix="ntkhgm-scale-") as tmp:
         tmp = Path(tmp)
         sizes, startup = part_sizes(args.sizes, tmp) if args.sizes else ([], 0.0)
