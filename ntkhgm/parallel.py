@@ -150,9 +150,17 @@ def cluster_client(jobs: int = 1, scheduler: str | None = None) -> Iterator[obje
         finally:
             client.close()
         return
-    cluster = distributed.LocalCluster(n_workers=int(jobs), threads_per_worker=1,
-                                       processes=True, dashboard_address=":0", host="127.0.0.1",
-                                       silence_logs=50)
+    import dask
+
+    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in workers, which turns off
+    # glibc's adaptive mmap threshold: every large temporary array of a tile is then
+    # a fresh mmap, and page faults cost as much system time as the user time saved
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        cluster = distributed.LocalCluster(n_workers=int(jobs), threads_per_worker=1,
+                                           processes=True, dashboard_address=":0",
+                                           host="127.0.0.1", silence_logs=50)
     try:
         client = distributed.Client(cluster, set_as_default=False)
         try:
