@@ -90,3 +90,12 @@ class IntegrationError(NumericalError):
 
 class SingularKernelError(NumericalError):
     """K(X, X) + λI is not positive definite."""
+
+
+class NonFiniteKernelError(NumericalError):
+    """A kernel value came out inf or NaN; ``rows`` is the row pair, ``layer`` the layer."""
+
+    def __init__(self, message: str, rows: tuple[str, str] | None = None,
+                 layer: int | None = None):
+        super().__init__(message)
+        self.rows, self.layer = rows, layer

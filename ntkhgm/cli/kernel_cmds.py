@@ -19,7 +19,14 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ..errors import InputError, NtkhgmError
@@ -69,7 +76,8 @@ def _progress(description: str, quiet: bool) -> Iterator[Callable[[int, int], No
         yield None
         return
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=_stderr(), transient=True)
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                   console=_stderr(), transient=True)
     with bar:
         task = bar.add_task(description, total=None)
 
@@ -281,6 +289,25 @@ def dual_cmd(activation: str, a: float, b: float, c: float, derivative: bool,
 # ----------------------------------------------------------------------------- kernel
 
 
+class _Depths(click.ParamType):
+    """``3`` or a comma-separated list ``1,2,3`` of non-negative depths."""
+
+    name = "L[,L...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, tuple)):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        try:
+            depths = [int(p) for p in parts]
+        except ValueError:
+            self.fail(f"{value!r} is not a depth or a comma-separated list of depths", param,
+                      ctx)
+        if any(d < 0 for d in depths):
+            self.fail(f"{value!r}: depths are non-negative", param, ctx)
+        return depths[0] if len(depths) == 1 else tuple(depths)
+
+
 @main.command("kernel")
 @click.argument("train", metavar="TRAIN.csv")
 @click.option("--test", "test", metavar="TEST.csv",
@@ -288,38 +315,113 @@ def dual_cmd(activation: str, a: float, b: float, c: float, derivative: bool,
 @click.option("--target", help="Label column to drop from the features: header name or "
                                "0-based index (negative counts from the end).")
 @click.option("--activation", "-a", required=True, help="Activation name (see `activations`).")
-@click.option("--depth", "-L", type=click.IntRange(min=0), required=True,
-              help="Number of hidden layers L.")
+@click.option("--depth", "-L", type=_Depths(), required=True,
+              help="Number of hidden layers L, or several (1,2,3: every depth in one pass, "
+                   "written to -o K.npz or K.zarr).")
 @_kernel_options
 @_input_scale_option("none")
-@click.option("-o", "--output", metavar="K.npy|K.csv",
-              help="Output file (.npy, .csv or .txt); default: CSV on stdout.")
-def kernel_cmd(train: str, test: str | None, target: str | None, activation: str, depth: int,
+@click.option("-o", "--output", metavar="K.npy|K.zarr|K.npz|K.csv",
+              help="Output file: .npy and .zarr are written tile by tile (out of core, "
+                   "resumable); .npz, .csv, .txt are written at the end; default: CSV on "
+                   "stdout.")
+@click.option("--tile", type=click.IntRange(min=1), metavar="ROWS",
+              help="Tile edge in rows (default: from the memory budget).")
+@click.option("--memory", metavar="SIZE",
+              help="Memory budget, e.g. 2GB or 512MiB (default: $NTKHGM_MEMORY, else a "
+                   "quarter of the available memory, at most 1 GiB, for the tiles).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes of a local Dask cluster (1: this process).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Run the tiles on the dask.distributed cluster of this scheduler "
+                   "(default: $DASK_SCHEDULER_ADDRESS).")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run of the same command into the same -o K.npy "
+                   "or K.zarr: finished tiles are kept.")
+def kernel_cmd(train: str, test: str | None, target: str | None, activation: str, depth,
                kind: str, convention: str, W_std: float, b_std: float, method: str,
-               quiet: bool, input_scale: str, output: str | None) -> None:
+               quiet: bool, input_scale: str, output: str | None, tile: int | None,
+               memory: str | None, jobs: int, scheduler: str | None, resume: bool) -> None:
     """NTK or NNGP kernel matrix of the rows of TRAIN.csv (and TEST.csv)."""
     from ..duals import as_activation
     from ..io import load_table, load_test_table
-    from ..kernels import kernel
+    from ..kernels import _check_depths, in_memory_sink, plan_kernel, run_tiles
+    from ..parallel import cluster_client
     from ..regression import scale_inputs
+    from ..store import (
+        TiledOutput,
+        check_output,
+        check_size,
+        output_kind,
+        resume_edge,
+        write_in_memory,
+    )
+    from ..tiling import memory_budget
 
     act = as_activation(activation)
-    _check_output(output, [train] + ([test] if test else []))
+    depths, _ = _check_depths(depth)
+    check_output(output, depths)
+    inputs = [train] + ([test] if test else [])
+    if output_kind(output) in ("zarr", "npz"):
+        for path in inputs:
+            if Path(path).resolve() == Path(output).resolve():
+                raise InputError(f"{output}: the output would overwrite the input {path}")
+    else:
+        _check_output(output, inputs)
+    if memory is not None:
+        memory_budget(memory)  # a bad value fails before the files are read
+    tiled = output_kind(output) in ("npy", "zarr")
+    if resume and not tiled:
+        raise InputError("--resume needs an output written tile by tile: -o K.npy or K.zarr")
     tr = load_table(train, target=target)
     X1, X2 = scale_inputs(tr.X, None, input_scale)
     if test is not None:
         X2, X1 = scale_inputs(tr.X, load_test_table(test, tr, target).X, input_scale)
+    shape = (len(X1), len(X1 if X2 is None else X2))
+    check_size(output, shape, len(depths))
+    if resume and tile is None:
+        tile = resume_edge(output)
     t0 = time.perf_counter()
-    with _one_line_warnings(), _progress(f"{kind} {act.name} L={depth}", quiet) as progress:
-        K = kernel(X1, X2, activation=act, depth=depth, kind=kind, convention=convention,
-                   W_std=W_std, b_std=b_std, method=method, progress=progress)
+    label = "L=" + ",".join(map(str, depths))
+    with _one_line_warnings(), cluster_client(jobs, scheduler) as client:
+        from ..parallel import n_workers
+
+        local_workers = jobs if client is not None and scheduler is None else 1
+        plan, _ = plan_kernel(X1, X2, activation=act, depth=depth, kind=kind,
+                              convention=convention, W_std=W_std, b_std=b_std, method=method,
+                              tile=tile, memory=memory, workers=local_workers,
+                              parallel=1 if client is None else n_workers(client),
+                              held=0 if tiled else 8 * shape[0] * shape[1] * len(depths))
+        with _progress(f"{kind} {act.name} {label}: tiles", quiet) as progress:
+            if tiled:
+                stale = Path(output + ".partial")
+                if not resume and stale.exists() and not quiet:
+                    click.echo(f"ntkhgm: note: replacing {stale} of an earlier run (--resume "
+                               "would continue it)", err=True)
+                store = TiledOutput(output, plan, resume)
+                try:
+                    run_tiles(plan, store.write, skip=store.done, client=client,
+                              progress=progress)
+                except NtkhgmError:
+                    store.discard()  # a rerun would fail the same way
+                    raise
+                except KeyboardInterrupt:
+                    click.echo(f"ntkhgm: interrupted: {len(store.done)} of {len(plan.tiles)} "
+                               f"tiles kept in {store.partial}; rerun with --resume",
+                               err=True)
+                    sys.exit(130)
+                store.finish()
+            else:
+                K, sink = in_memory_sink(plan)
+                run_tiles(plan, sink, client=client, progress=progress)
     if target is None and tr.header is not None:  # after the work: an error stays one line
         _warn_header_features(train, tr.header)
-    _write(output, K)
+    if not tiled:
+        write_in_memory(output, K, _write)
     if output not in (None, "-") and not quiet:
-        click.echo(f"ntkhgm: wrote {output}: {K.shape[0]}×{K.shape[1]} {kind.upper()} "
-                   f"({act.name}, depth {depth}, {convention}) in "
-                   f"{time.perf_counter() - t0:.2f} s", err=True)
+        click.echo(f"ntkhgm: wrote {output}: {shape[0]}×{shape[1]} {kind.upper()} "
+                   f"({act.name}, depth {','.join(map(str, depths))}, {convention}) in "
+                   f"{time.perf_counter() - t0:.2f} s, {len(plan.tiles)} tiles of "
+                   f"≤{min(plan.edge, max(shape))}×{min(plan.edge, max(shape))}", err=True)
 
 
 def _warn_header_features(path: str, header: list[str]) -> None:
