@@ -28,7 +28,7 @@ import numpy as np
 
 from .algebra.pfaffian import MATRIX_KEYS, PfaffianSystem, compile_matrices
 from .errors import PfaffianFileError
-from .numeric.quadrature import _half_line_rule, expect_2d
+from .numeric.quadrature import _half_line_rule, expect_2d, rule_width
 
 __all__ = ["monomial_values", "mehler_monomial_values", "random_points",
            "check_pfaffian_numeric", "cross_check_system", "verified_pfaffian"]
@@ -96,7 +96,7 @@ def mehler_monomial_values(f: Callable[[np.ndarray], np.ndarray], monos: list[Mo
     sa, sb = np.sqrt(a), np.sqrt(b)
     rho = c / (sa * sb)
     scale = np.pi / np.sqrt(det)
-    z, w = _half_line_rule(float(max(sa.max(), sb.max())), 16)
+    z, w = _half_line_rule(float(rule_width(max(sa.max(), sb.max()))), 16)
     h = np.empty((terms, z.size))
     h[0] = 1.0
     if terms > 1:

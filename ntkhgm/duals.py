@@ -260,6 +260,9 @@ def dual(activation: str | Activation, a, b, c, *, derivative: bool = False,
     """E_{N(0,Λ)}[σ(u)σ(v)] (or σ' with ``derivative``), broadcast over a, b, c."""
     act = as_activation(activation)
     a, b, c = validate_covariance(a, b, c)
+    # D(a, b, c) = D(b, a, c): evaluate with a ≤ b, so that a pair's value does not depend
+    # on its orientation (K(x, y) and K(y, x) agree bit for bit, whatever the tiling)
+    a, b = np.minimum(a, b), np.maximum(a, b)
     name = resolve_method(act, derivative, method, npoints=a.size)
     zero = (a == 0) | (b == 0)
     _check_range(act, name, a, b, c, ~zero, METHODS[name].max_variance)

@@ -59,9 +59,10 @@ def test_dask_array(client):
 def test_worker_error_is_the_typed_error(client):
     from ntkhgm.errors import NonFiniteKernelError
 
-    big = np.array([[1e150, 1.0], [1.0, 1e150], [3.0, 4.0]])
+    Z3 = np.array([[1.0, 2.0], [3.0, 1.0], [3.0, 4.0]])   # W² = 1e200: inf at layer 1
     with pytest.raises(NonFiniteKernelError, match="layer 1"):
-        ntkhgm.kernel(big, activation="erf", depth=2, client=client, tile=1)
+        ntkhgm.kernel(Z3, activation="relu", depth=2, convention="nt", W_std=1e100,
+                      client=client, tile=1)
 
 
 def test_cli_jobs_two(tmp_path):

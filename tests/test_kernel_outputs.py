@@ -209,10 +209,12 @@ def test_resume_refuses_another_command(runner, train, tmp_path, monkeypatch):
 
 
 def test_error_during_tiles_leaves_nothing(runner, tmp_path):
+    # W² = 1e200 times a layer-1 value of ~1e200 overflows at layer 1
     bad = tmp_path / "big.csv"
-    bad.write_text("a,b\n1e150,1\n1,1e150\n3,4\n")
+    bad.write_text("a,b\n1,2\n3,1\n3,4\n")
     out = tmp_path / "K.npy"
-    r = runner.invoke(main, ["kernel", str(bad), "-a", "erf", "-L", "2", "-o", str(out)])
+    r = runner.invoke(main, ["kernel", str(bad), "-a", "relu", "-L", "2", "--convention", "nt",
+                             "--W-std", "1e100", "-o", str(out)])
     assert r.exit_code == 2 and "at layer 1" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert leftovers(tmp_path) == [] and not out.exists()

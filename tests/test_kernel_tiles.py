@@ -171,9 +171,10 @@ def test_non_finite_values_name_the_row_pair_and_layer():
     with pytest.raises(NonFiniteKernelError, match=r"layer 0, rows? 0") as info:
         ntkhgm.kernel(Z, activation="relu", depth=1, convention="nt", W_std=1e200)
     assert info.value.layer == 0
-    big = np.array([[1e150, 1.0], [1.0, 1e150], [3.0, 4.0]])
+    # W² = 1e200 times a layer-1 value of ~1e200 overflows at layer 1
+    Z3 = np.array([[1.0, 2.0], [3.0, 1.0], [3.0, 4.0]])
     with pytest.raises(NonFiniteKernelError, match=r"at layer 1, row") as info:
-        ntkhgm.kernel(big, activation="erf", depth=2)
+        ntkhgm.kernel(Z3, activation="relu", depth=2, convention="nt", W_std=1e100)
     assert info.value.layer == 1 and info.value.rows is not None
 
 

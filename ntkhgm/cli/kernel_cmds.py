@@ -281,8 +281,12 @@ def dual_cmd(activation: str, a: float, b: float, c: float, derivative: bool,
     console.print(title)
     console.print(table)
     console.print(f"CS scale √(D(a,a,a)·D(b,b,b)) = {scale!r}")
-    auto = resolve_method(act, derivative, "auto")
-    where = ", ".join(regions(act, a, b, c, derivative=derivative)) if auto != "gh" else ""
+    with _one_line_warnings():
+        auto = resolve_method(act, derivative, "auto")
+        try:
+            where = ", ".join(regions(act, a, b, c, derivative=derivative))
+        except NtkhgmError as exc:
+            where = f"error: {exc}"
     console.print(f"auto uses {auto}" + (f": {where}" if where else ""))
 
 

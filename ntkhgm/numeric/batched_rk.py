@@ -27,6 +27,16 @@ _C = _dop.C[:_STAGES]
 RHS = Callable[[float, np.ndarray, np.ndarray], np.ndarray]
 
 
+def _combine(weights: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Σ_j weights[j]·k[j] elementwise, in a fixed order (not BLAS, whose vectorised
+    tails round some positions differently: a path must not depend on its batch)."""
+    out = weights[0] * k[0]
+    for j in range(1, weights.size):
+        if weights[j] != 0.0:
+            out = out + weights[j] * k[j]
+    return out
+
+
 def _run(rhs: RHS, y0: np.ndarray, idx: np.ndarray, nsteps: int) -> np.ndarray:
     y = y0.copy()
     carry = np.zeros_like(y)     # compensated (Kahan) sum of the steps: rounding ε|y|, not ε|y|√n
@@ -35,9 +45,9 @@ def _run(rhs: RHS, y0: np.ndarray, idx: np.ndarray, nsteps: int) -> np.ndarray:
     for step in range(nsteps):
         t = step * h
         for s in range(_STAGES):
-            ys = y + h * np.tensordot(_A[s, :s], k[:s], axes=(0, 0)) if s else y
+            ys = y + h * _combine(_A[s, :s], k) if s else y
             k[s] = rhs(t + _C[s] * h, ys, idx)
-        inc = h * np.tensordot(_B, k, axes=(0, 0)) - carry
+        inc = h * _combine(_B, k) - carry
         new = y + inc
         carry = (new - y) - inc
         y = new

@@ -50,12 +50,17 @@ def hermite_coefficients(f, sa: np.ndarray, kmax: int) -> tuple[np.ndarray, np.n
     f must be smooth except at 0.
     """
     sa = np.asarray(sa, dtype=float)
-    smax = float(np.max(sa, initial=0.0))
-    width = min(1.0, 2 * np.pi / np.sqrt(2 * kmax + 1), 2 * np.pi / max(smax, 1e-300))
-    width = 2.0 ** np.floor(np.log2(width))     # a few distinct rules, each tabulated once
-    z, q = _hermite_table(kmax, float(width))
-    fz = f(sa[None, :] * z[:, None])                          # (Q, nvar)
-    H = q @ fz
+    # a rule per variance (widths rounded to powers of two: a few tables, each built once),
+    # so that a coefficient does not depend on the other variances of the batch
+    width = np.minimum(min(1.0, 2 * np.pi / np.sqrt(2 * kmax + 1)),
+                       2 * np.pi / np.maximum(sa, 1e-300))
+    width = 2.0 ** np.floor(np.log2(width))
+    H = np.empty((kmax + 1, sa.size))
+    for w in np.unique(width):
+        m = width == w
+        z, q = _hermite_table(kmax, float(w))
+        # einsum, not BLAS: a column's sum must not depend on how many columns there are
+        H[:, m] = np.einsum("kq,qp->kp", q, f(sa[m][None, :] * z[:, None]))
     second = expect_1d(lambda u: f(u) ** 2, sa)
     return H, np.atleast_1d(second)
 

@@ -349,17 +349,26 @@ MAX_STAGES = 8
 
 
 def _sign_function(A: np.ndarray, iterations: int = 80) -> np.ndarray:
-    """Matrix sign of a stack of real matrices (scaled Newton); no eigenvalue on iℝ."""
+    """Matrix sign of a stack of real matrices (scaled Newton); no eigenvalue on iℝ.
+
+    Each matrix stops iterating when it has converged, so its result does not
+    depend on the other matrices of the stack.
+    """
     S = A.copy()
+    todo = np.arange(S.shape[0])
     for _ in range(iterations):
-        Si = np.linalg.inv(S)
+        if todo.size == 0:
+            break
+        Sk = S[todo]
+        Si = np.linalg.inv(Sk)
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             mu = np.abs(np.linalg.det(Si)) ** (1.0 / S.shape[-1])
         mu = np.where(np.isfinite(mu) & (mu > 0), mu, 1.0)[:, None, None]
-        new = 0.5 * (mu * S + Si / mu)
-        if np.max(np.abs(new - S)) <= 1e-14 * max(1.0, float(np.max(np.abs(new)))):
-            return new
-        S = new
+        new = 0.5 * (mu * Sk + Si / mu)
+        done = (np.max(np.abs(new - Sk), axis=(1, 2))
+                <= 1e-14 * np.maximum(1.0, np.max(np.abs(new), axis=(1, 2))))
+        S[todo] = new
+        todo = todo[~done]
     return S
 
 
@@ -427,6 +436,7 @@ class EndPathEvaluator:
             P = np.where(take_neg[:, None, :],
                          np.take_along_axis(u_neg, idx[:, None, :], 2),
                          np.take_along_axis(u_pos, idx[:, None, :], 2))
+            P[n == 0] = eye     # nothing to split: no change of basis (batch-independent)
             # entries at rounding level are structural zeros of the invariant subspaces
             # (the residue has small rational entries); left in, they would reach D
             # through the negative powers of t in the gauge and grow like t^−k

@@ -37,13 +37,30 @@ def _phi(z: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * z * z) / _SQRT_2PI
 
 
-def panel_edges(scale: float) -> np.ndarray:
-    """Panel edges on [0, Z_MAX]: geometric down to 1e-14, then uniform.
+def rule_width(scale) -> np.ndarray:
+    """The uniform panel width each √a needs (an oscillating σ(√a z) needs panels
+    narrower than its period), rounded down to a power of two.
 
-    ``scale`` is the largest √a of the batch: an oscillating σ(√a z) needs
-    panels narrower than its period.
+    Every point is integrated with the rule of its own width, so a value never
+    depends on which other points share its batch (tiles of a kernel agree bit
+    for bit with the whole kernel).
     """
-    width = min(0.5, 2.0 / max(1.0, float(scale)))
+    width = np.minimum(0.5, 2.0 / np.maximum(1.0, np.asarray(scale, dtype=float)))
+    return 2.0 ** np.floor(np.log2(width))
+
+
+def by_rule(width: np.ndarray, evaluate) -> np.ndarray:
+    """out[m] = evaluate(m, w) for each distinct width w (m: the mask of its points)."""
+    width = np.asarray(width)
+    out = np.empty(width.shape)
+    for w in np.unique(width):
+        m = width == w
+        out[m] = evaluate(m, float(w))
+    return out
+
+
+def panel_edges(width: float) -> np.ndarray:
+    """Panel edges on [0, Z_MAX]: geometric down to 1e-14, then uniform of ``width``."""
     uniform = np.arange(1.0, Z_MAX + width / 2, width)
     uniform[-1] = Z_MAX
     geometric = 2.0 ** -np.arange(47.0, 0.0, -1.0)
@@ -58,9 +75,10 @@ def composite_rule(edges: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return (lo + half * (x + 1.0)).ravel(), (half * w).ravel()
 
 
-def _half_line_rule(scale: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+@cache
+def _half_line_rule(width: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Rule on the whole line for E_z[·], symmetric, split at z = 0, φ folded in."""
-    z, w = composite_rule(panel_edges(scale), n)
+    z, w = composite_rule(panel_edges(width), n)
     z = np.concatenate([-z[::-1], z])
     w = np.concatenate([w[::-1], w]) * _phi(z)
     return z, w
@@ -72,9 +90,12 @@ def expect_1d(f, scale, *, n: int = 16) -> np.ndarray:
     f is a vectorised function smooth except at 0.
     """
     scale = np.asarray(scale, dtype=float)
-    z, w = _half_line_rule(float(np.max(scale, initial=0.0)), n)
-    vals = f(scale[..., None] * z)
-    return np.einsum("...q,q->...", vals, w)
+
+    def evaluate(m, width):
+        z, w = _half_line_rule(width, n)
+        return np.einsum("pq,q->p", f(scale[m][:, None] * z), w)
+
+    return by_rule(rule_width(scale), evaluate)
 
 
 def expect_pair_1d(f, g, sa, sb, *, n: int = 16) -> np.ndarray:
@@ -82,8 +103,12 @@ def expect_pair_1d(f, g, sa, sb, *, n: int = 16) -> np.ndarray:
     sa, sb = np.asarray(sa, dtype=float), np.asarray(sb, dtype=float)
     if sa.size == 0:
         return np.empty(sa.shape)
-    z, w = _half_line_rule(float(max(np.max(np.abs(sa)), np.max(np.abs(sb)))), n)
-    return np.einsum("...q,...q,q->...", f(sa[..., None] * z), g(sb[..., None] * z), w)
+
+    def evaluate(m, width):
+        z, w = _half_line_rule(width, n)
+        return np.einsum("pq,pq,q->p", f(sa[m][:, None] * z), g(sb[m][:, None] * z), w)
+
+    return by_rule(rule_width(np.maximum(np.abs(sa), np.abs(sb))), evaluate)
 
 
 def degenerate_first(f, g, a, b, c):
@@ -116,8 +141,13 @@ def _inner_rule(n: int, pieces: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _expect_2d_once(f, g, sa, sb, rho, s, *, n_outer, n_inner, inner_pieces):
     """One evaluation of the non-degenerate case; arrays of shape (P,)."""
-    scale = float(max(np.max(sa, initial=0.0), np.max(sb, initial=0.0)))
-    z, wz = _half_line_rule(scale, n_outer)                  # (Q,)
+    return by_rule(rule_width(np.maximum(sa, sb)), lambda m, width: _expect_2d_rule(
+        f, g, sa[m], sb[m], rho[m], s[m], width=width, n_outer=n_outer, n_inner=n_inner,
+        inner_pieces=inner_pieces))
+
+
+def _expect_2d_rule(f, g, sa, sb, rho, s, *, width, n_outer, n_inner, inner_pieces):
+    z, wz = _half_line_rule(width, n_outer)                  # (Q,)
     t, wt = _inner_rule(n_inner, inner_pieces)               # on [0, 1]
     out = np.empty(rho.shape)
     # chunk over points so the (P, Q, 2T) work array stays ~ 2e7 entries
