@@ -192,13 +192,16 @@ def test_relu_and_erf_duals_over_the_double_range(a, b, rho):
         r = mpmath.sqrt(A * B)
         th = mpmath.acos(max(-1, min(1, C / r)))
         ref_relu = r * (mpmath.sin(th) + (mpmath.pi - th) * mpmath.cos(th)) / (2 * mpmath.pi)
-        ref_erf = 2 / mpmath.pi * mpmath.asin(C / mpmath.sqrt((A + 0.5) * (B + 0.5)))
+        x = C / mpmath.sqrt((A + 0.5) * (B + 0.5))
+        ref_erf = 2 / mpmath.pi * mpmath.asin(x)
+        # float64 conditioning of arcsin near ±1: a rounding ε of x costs ε·x/√(1 − x²)
+        erf_cond = float(abs(x) / mpmath.sqrt(max(1 - x * x, mpmath.mpf(10) ** -60)))
         half_root = float(r / 2)
     relu = float(ntkhgm.dual("relu", a, b, c, method="closed"))
     # relative to the Cauchy–Schwarz scale √(ab)/2 (the value itself can vanish at ρ = −1)
     assert abs(relu - float(ref_relu)) <= 1e-12 * half_root
     erf = float(ntkhgm.dual("erf", a, b, c, method="closed"))
-    assert abs(erf - float(ref_erf)) <= 1e-12
+    assert abs(erf - float(ref_erf)) <= 1e-12 + 8 * 2.2e-16 * erf_cond
 
 
 @FUZZ
