@@ -91,6 +91,7 @@ class HGMEvaluator:
         self._rs = None
         self._ends: dict = {}
         self.regions: Counter = Counter()
+        self._far_bound = np.empty(0)
 
     def end_system(self, end: int) -> tuple[EndSystem, np.ndarray] | None:
         """The system at ρ = end in t = 1 − end·ρ, sheared (docs/math.md §9), and the
@@ -273,6 +274,15 @@ class HGMEvaluator:
             if np.any(m):
                 out[m] = hs.series_sum(H, ia[m], ib[m], rho[m], k)
                 self.regions[f"Mehler series, {k} terms"] += int(np.sum(m))
+        # what 2048 terms could reach, with the tails extrapolated geometrically from the
+        # last two bins: optimistic for the algebraic decay of a kink, so a pair that fails
+        # even this is not worth coefficients that far (its paths come first)
+        with np.errstate(under="ignore", divide="ignore", invalid="ignore"):
+            decay = np.minimum(T[-1] / T[-2], 1.0) if len(bins) > 1 else np.ones(T.shape[1])
+            steps = (hs.K_BINS_FAR[-1] - bins[-1]) / (bins[-1] - bins[-2]) if len(bins) > 1 else 0
+            far_tail = T[-1] * decay ** steps
+            self._far_bound = (np.abs(rho) ** (hs.K_BINS_FAR[-1] + 1)
+                               * np.sqrt(far_tail[ia] * far_tail[ib]) / scale)
         return out
 
     def _general(self, sa, sb, theta, vals, inv):
@@ -285,8 +295,9 @@ class HGMEvaluator:
         # the series: 256 terms for all pairs, up to 2048 for the variances of the rest
         out = self._series(sa, sb, theta, vals, inv, hs.K_BINS)
         far = np.flatnonzero(np.isnan(out))
-        if far.size:
-            out[far] = self._series_far(sa[far], sb[far], theta[far])
+        hopeful = far[self._far_bound[far] <= 0.1 * self.tol]
+        if hopeful.size:
+            out[hopeful] = self._series_far(sa[hopeful], sb[hopeful], theta[hopeful])
             far = far[np.isnan(out[far])]
         if far.size and self.mode == "series":
             i = int(far[0])
@@ -298,7 +309,9 @@ class HGMEvaluator:
             sub = self._paths(sa[far], sb[far], theta[far])
             rest = np.isnan(sub)
             if np.any(rest):
-                sub[rest] = self._quadrature(sa[far][rest], sb[far][rest], theta[far][rest])
+                # the series to 2048 terms (also where the cheap test above was pessimistic),
+                # then the reference quadrature
+                sub[rest] = self._fallback(sa[far][rest], sb[far][rest], theta[far][rest])
             out[far] = sub
         return out
 
