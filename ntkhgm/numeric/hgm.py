@@ -14,16 +14,17 @@ split that ``auto`` uses, :mod:`ntkhgm.duals`):
    (or at c = 0 from the factorised 1-D moments, §5), then towards the target —
    in θ = arccos ρ for |ρ| ≤ 0.9, and beyond in log(1 − |ρ|) with the system
    sheared and reduced at |ρ| = 1 (:class:`.pfaffian_ode.EndPathEvaluator`),
-   so the cost hardly depends on how close |ρ| is to 1;
-4. ``auto``: the series where it reaches the tolerance within 256 terms, the
-   Pfaffian paths beyond.
+   so the cost grows only like log(1/(1 − |ρ|));
+4. ``auto``: the series where it reaches the tolerance within 256 terms; then
+   the series to 2048 terms where a geometric extrapolation of its tails says it
+   can (GELU, an entire function, all the way to |ρ| = 1); then the Pfaffian
+   paths; then the series to 2048 terms and the reference quadrature.
 
 Where the reduced system still has solutions that blow up at |ρ| = 1 that the
-dual does not contain (σ' of a kink, GELU: δ-like solutions of the annihilator),
-rounding errors of the initial values grow like a power of 1/(1 − |ρ|); the
-evaluator estimates that growth per path and sends the paths it would spoil to
-the series (2048 terms) and then to the reference quadrature (docs/math.md §9,
-"What is left").
+dual does not contain, or its residue was computed with too much rounding (large
+variances), or no diagonal shearing exists (GELU′), the evaluator sends the path
+to the fallback (series to 2048 terms, then quadrature) instead of returning a
+value it cannot vouch for; ``regions`` counts what each call did.
 
 When every point has the same variances (data on a sphere), D depends on θ
 alone and is analytic in θ for |ρ| ≤ 0.9: one Chebyshev interpolant there,
