@@ -165,6 +165,15 @@ def _rho_coefficients(terms, sa, sb, degree):
     return out
 
 
+def _horner(coeffs: np.ndarray, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Σ_k coeffs[k, idx]·x^k per path (coefficients stacked on axis 0, paths on axis 1)."""
+    out = coeffs[-1, idx]
+    xb = x.reshape(x.shape + (1,) * (out.ndim - 1))
+    for k in range(coeffs.shape[0] - 2, -1, -1):
+        out = out * xb + coeffs[k, idx]
+    return out
+
+
 class PathEvaluator:
     """B(sa, sb, ρ) for a batch of fixed-variance paths, compiled to arrays.
 
@@ -188,12 +197,7 @@ class PathEvaluator:
     def matrix(self, theta: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """dG̃/dθ = −sin θ · B(cos θ) for the paths idx, shape (len(idx), r, r)."""
         rho = np.cos(theta)
-        num = self.coeffs[-1, idx]
-        for k in range(self.coeffs.shape[0] - 2, -1, -1):
-            num = num * rho[:, None, None] + self.coeffs[k, idx]
-        rest = self.rest[-1, idx]
-        for k in range(self.rest.shape[0] - 2, -1, -1):
-            rest = rest * rho + self.rest[k, idx]
+        num, rest = _horner(self.coeffs, rho, idx), _horner(self.rest, rho, idx)
         half = 0.5 * theta
         den = (self.kappa * (2.0 * np.sin(half) ** 2) ** self.m1
                * (2.0 * np.cos(half) ** 2) ** self.m2 * rest)
@@ -473,13 +477,7 @@ class EndPathEvaluator:
 
     def matrix(self, t: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """R_Y(t) for the paths idx, shape (len(idx), r, r)."""
-        out = self.num[-1, idx]
-        for k in range(self.num.shape[0] - 2, -1, -1):
-            out = out * t[:, None, None] + self.num[k, idx]
-        den = self.den[-1, idx]
-        for k in range(self.den.shape[0] - 2, -1, -1):
-            den = den * t + self.den[k, idx]
-        return out / den[:, None, None]
+        return _horner(self.num, t, idx) / _horner(self.den, t, idx)[:, None, None]
 
 
 def integrate_to_end(evaluator: EndPathEvaluator, g0: np.ndarray, t_start: np.ndarray,
