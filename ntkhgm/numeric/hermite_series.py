@@ -64,6 +64,15 @@ def hermite_coefficients(f, sa: np.ndarray, kmax: int) -> tuple[np.ndarray, np.n
     return H, np.atleast_1d(second)
 
 
+def times_z(H: np.ndarray) -> np.ndarray:
+    """The coefficients of z·g(z) from those of g (rows n = 0..K; returns rows 0..K−1):
+    E[z g He_n]/√n! = √(n+1) h_{n+1} + √n h_{n−1}, from z He_n = He_{n+1} + n He_{n−1}."""
+    n = np.arange(H.shape[0] - 1, dtype=float)[:, None]
+    out = np.sqrt(n + 1.0) * H[1:]
+    out[1:] += np.sqrt(n[1:]) * H[:-2]
+    return out
+
+
 TAIL_FLOOR = 1e-15
 
 

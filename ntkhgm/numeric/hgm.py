@@ -43,12 +43,20 @@ from . import hermite_series as hs
 from .pfaffian_ode import (
     EndPathEvaluator,
     EndSystem,
+    FrobeniusSolutions,
     PathEvaluator,
     RhoSystem,
     integrate_paths,
-    integrate_to_end,
+    integrate_reduced,
+    residue_exponents,
 )
-from .quadrature import degenerate_first, expect_1d, expect_2d
+from .quadrature import (
+    degenerate_first,
+    expect_1d,
+    expect_1d_powers,
+    expect_2d,
+    expect_pair_1d_shared,
+)
 
 DEFAULT_TOL = 1e-13
 CHEB_RHO = 0.9
@@ -57,6 +65,11 @@ MODES = ("series", "hgm", "auto")
 EPS = np.finfo(float).eps
 # variances equal to this relative tolerance count as one (rows normalised in floating point)
 UNIFORM_RTOL = 1e-14
+# where the local solutions at |ρ| = 1 are checked against the 1-D integral (t^½ ≈ 1e-16)
+T_CHECK = 1e-32
+# ... to CHECK_TOL·tol of the Cauchy–Schwarz scale (measured: the discrepancy there is
+# the error of the path's values, 1e-15 to 2e-13 for ReSin σ′, 1e-12 to 4e-11 for GELU)
+CHECK_TOL = 10.0
 
 
 _RHO_MEMO: dict[str, RhoSystem] = {}
@@ -93,6 +106,7 @@ class HGMEvaluator:
         self._ends: dict = {}
         self.regions: Counter = Counter()
         self._far_bound = np.empty(0)
+        self._trust_end: bool | None = None
 
     def end_system(self, end: int) -> tuple[EndSystem, np.ndarray] | None:
         """The system at ρ = end in t = 1 − end·ρ, sheared (docs/math.md §9), and the
@@ -179,7 +193,13 @@ class HGMEvaluator:
 
     def _end_paths(self, end, sa, sb, theta, g, scale):
         """From |ρ| = RHO_START to the target near ρ = end (docs/math.md §9); the error
-        of D is controlled relative to ``scale``, the Cauchy–Schwarz scale."""
+        of D is controlled relative to ``scale``, the Cauchy–Schwarz scale.
+
+        The local (Frobenius) solutions at |ρ| = 1 carry the values from t₁ to the target
+        in a cost that does not depend on how near |ρ| = 1 it is; t₁ = 1 − RHO_START, or
+        for large variances a smaller t₁ reached by a path in log t first.  Targets the
+        local solutions do not reach go by a path in log t all the way.
+        """
         # t = 1 − |ρ| from θ without cancellation
         t = 2.0 * (np.sin(0.5 * theta) if end == 1 else np.cos(0.5 * theta)) ** 2
         t0 = np.full(t.size, 1.0 - RHO_START)
@@ -201,18 +221,57 @@ class HGMEvaluator:
         # the residue's spectrum does not depend on the variances; where rounding in the
         # polynomial coefficients (large a, b) has moved it, the reduction is not to be trusted
         ok &= np.all(np.abs(ev.spectrum - spectrum) <= 1e-6 * (1 + np.abs(spectrum)), axis=1)
-        if np.any(ok):
-            try:
-                G = integrate_to_end(ev.subset(ok), g[ok], t0[ok], t[ok], tol=self.tol,
-                                     scale=scale[ok], strict=False)
-            except (IntegrationError, SingularityError) as exc:
-                i = int(np.flatnonzero(ok)[getattr(exc, "path", 0)])
-                exc.path = i
-                self._name_lambda(exc, sa, sb, theta)
-            out[ok] = G[:, 0]
-            self.regions["Pfaffian path near |ρ| = 1 (reduced, in log(1 − |ρ|))"] += int(
-                np.sum(np.isfinite(G[:, 0])))
+        if not np.any(ok):
+            return out
+        ev, t, t0, scale = ev.subset(ok), t[ok], t0[ok], scale[ok]
+        y0 = np.linalg.solve(ev.to_original(t0), g[ok][:, :, None])[:, :, 0]
+        M_end = ev.to_original(t)
+        local = FrobeniusSolutions(ev, residue_exponents(spectrum), 1.0 - RHO_START)
+        t1 = local.reach()
+        reach = np.isfinite(t1)
+        t1 = np.where(reach, t1, t0)
+        near = reach & (t <= t1)
+        y = np.full(y0.shape, np.nan)
+        y1 = y0.copy()                 # Y at t₁, where the local solutions take over
+        try:
+            # large variances (t₁ < t₀): a path in log t to t₁ first
+            self._log_path(ev, y0, t0, t1, y1, near & (t1 < t0))
+            y[near] = local.transfer(y1, t1, np.where(near, t, t1))[near]
+            # targets before t₁: a path in log t to the target, then on to t₁ for the check
+            mid = reach & ~near
+            self._log_path(ev, y0, t0, t, y, mid)
+            self._log_path(ev, y, t, t1, y1, mid)
+        except (IntegrationError, SingularityError) as exc:
+            i = int(np.flatnonzero(ok)[getattr(exc, "path", 0)])
+            exc.path = i
+            self._name_lambda(exc, sa, sb, theta)
+        # an independent check of every path: the limit of its local solution at |ρ| = 1
+        # against the 1-D integral E[f(√a z) f(±√b z)] there.  Rounding in the start values,
+        # the gauge, the path and the series shows up there as it does at the target;
+        # paths that cannot be checked (no local solutions) are left to the fallback
+        check = np.full(t.size, T_CHECK)
+        limit = np.einsum("pj,pj->p", ev.to_original(check)[:, 0, :],
+                          local.transfer(np.where(reach[:, None], y1, 1.0), t1, check))
+        vals, inv = np.unique(np.concatenate([sa[ok], sb[ok]]), return_inverse=True)
+        exact = expect_pair_1d_shared(self.f, vals, inv[: t.size], inv[t.size:], end)
+        passed = reach & (np.abs(limit - exact) <= CHECK_TOL * self.tol * scale)
+        y[~passed] = np.nan
+        self.regions["Pfaffian local solutions at |ρ| = 1 (Frobenius)"] += int(np.sum(
+            near & passed))
+        self.regions["Pfaffian path near |ρ| = 1 (reduced, in log(1 − |ρ|))"] += int(np.sum(
+            ~near & passed))
+        out[ok] = np.einsum("pj,pj->p", M_end[:, 0, :], y)
         return out
+
+    def _log_path(self, ev, y_from, t_from, t_to, y_out, mask):
+        """y_out[mask] = Y at t_to from Y = y_from at t_from, by a path in log t, every
+        component to relative accuracy tol (they all matter further on)."""
+        if not np.any(mask):
+            return
+        size = np.max(np.abs(y_from[mask]), axis=1)
+        y_out[mask] = integrate_reduced(ev.subset(mask), y_from[mask], t_from[mask], t_to[mask],
+                                        tol=self.tol, scale=size,
+                                        weights=np.ones_like(y_from[mask]), strict=False)
 
     @staticmethod
     def _name_lambda(exc, sa, sb, theta):
@@ -224,12 +283,19 @@ class HGMEvaluator:
         """G̃_s = 2^j Σ_n ρⁿ h_n^(p)(a) h_n^(q)(b) with h^(p) the Hermite coefficients of
         z^p f(√a z); and a mask of the paths whose truncation bound meets the tolerance."""
         rs = self.rs
+        pmax = max(max(rs.p), max(rs.q))
+        # the coefficients of z^p f(√a z) from those of f by the three-term recurrence
+        # z·He_n = He_{n+1} + n·He_{n−1} (docs/math.md §8): one quadrature, not pmax + 1
+        H, _ = hs.hermite_coefficients(self.f, vals, kmax + pmax)
+        # E[(√a z)^{2p} f(√a z)²] for the truncation bounds, one quadrature for all p
+        seconds = expect_1d_powers(lambda u: self.f(u) ** 2, vals, [2 * p for p in range(pmax + 1)])
         coef, tails = {}, {}
-        for p in sorted(set(rs.p) | set(rs.q)):
-            H, sec = hs.hermite_coefficients(lambda u, p=p: u ** p * self.f(u), vals, kmax)
-            norm = np.where(vals > 0, vals, 1.0) ** p
-            coef[p] = H / norm
-            tails[p] = hs.tail_norms(coef[p], sec / norm ** 2)[-1]
+        for p in range(pmax + 1):
+            if p in rs.p or p in rs.q:
+                coef[p] = H[: kmax + 1]
+                norm = np.where(vals > 0, vals, 1.0) ** (2 * p)
+                tails[p] = hs.tail_norms(coef[p], seconds[p] / norm)[-1]
+            H = hs.times_z(H)
         j = [m[1] for m in self.system.std_monomials]
         g = np.empty((ia.size, rs.rank))
         ok = np.ones(ia.size, dtype=bool)
@@ -296,6 +362,15 @@ class HGMEvaluator:
         # the series: 256 terms for all pairs, up to 2048 for the variances of the rest
         out = self._series(sa, sb, theta, vals, inv, hs.K_BINS)
         far = np.flatnonzero(np.isnan(out))
+        tried = np.zeros(out.size, dtype=bool)
+        if self.mode == "auto" and far.size and self._end_paths_hold():
+            # beyond |ρ| = RHO_START the local solutions at |ρ| = 1 are cheaper than a
+            # longer series, where they pass their check on a reference point
+            first = far[np.abs(np.cos(theta[far])) >= RHO_START]
+            if first.size:
+                out[first] = self._paths(sa[first], sb[first], theta[first])
+                tried[first] = True
+                far = far[np.isnan(out[far])]
         hopeful = far[self._far_bound[far] <= 0.1 * self.tol]
         if hopeful.size:
             out[hopeful] = self._series_far(sa[hopeful], sb[hopeful], theta[hopeful])
@@ -307,7 +382,10 @@ class HGMEvaluator:
                 f"{hs.K_BINS_FAR[-1]} terms (|ρ| too close to 1; use method 'hgm' or 'auto')",
                 float(sa[i] ** 2), float(sb[i] ** 2), float(sa[i] * sb[i] * np.cos(theta[i])))
         if far.size:
-            sub = self._paths(sa[far], sb[far], theta[far])
+            sub = np.full(far.size, np.nan)
+            fresh = ~tried[far]
+            if np.any(fresh):
+                sub[fresh] = self._paths(sa[far][fresh], sb[far][fresh], theta[far][fresh])
             rest = np.isnan(sub)
             if np.any(rest):
                 # the series to 2048 terms (also where the cheap test above was pessimistic),
@@ -315,6 +393,18 @@ class HGMEvaluator:
                 sub[rest] = self._fallback(sa[far][rest], sb[far][rest], theta[far][rest])
             out[far] = sub
         return out
+
+    def _end_paths_hold(self) -> bool:
+        """Whether the paths near |ρ| = 1 pass their check (:meth:`_end_paths`) at a
+        reference point (a = b = 1, ρ = ±0.999); decided once, so that the choice never
+        depends on the batch.  GELU's do not (its series reaches |ρ| = 1 instead)."""
+        if self._trust_end is None:
+            regions = self.regions.copy()
+            one = np.ones(2)
+            ref = self._paths(one, one, np.arccos(np.array([0.999, -0.999])))
+            self._trust_end = bool(np.all(np.isfinite(ref)))
+            self.regions = regions
+        return self._trust_end
 
     def _series_far(self, sa, sb, theta):
         """The series continued to 2048 terms (coefficients for these pairs' variances only)."""

@@ -165,13 +165,26 @@ def _rho_coefficients(terms, sa, sb, degree):
     return out
 
 
-def _horner(coeffs: np.ndarray, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Σ_k coeffs[k, idx]·x^k per path (coefficients stacked on axis 0, paths on axis 1)."""
-    out = coeffs[-1, idx]
+def _horner(coeffs: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Σ_k coeffs[k]·x^k per path (coefficients stacked on axis 0, paths on axis 1)."""
+    out = coeffs[-1]
     xb = x.reshape(x.shape + (1,) * (out.ndim - 1))
     for k in range(coeffs.shape[0] - 2, -1, -1):
-        out = out * xb + coeffs[k, idx]
+        out = out * xb + coeffs[k]
     return out
+
+
+class _Rows:
+    """The coefficient arrays of the paths ``idx``, gathered once per integrator run (an
+    RK run passes the same index array to every stage)."""
+
+    def __init__(self):
+        self._idx, self._arrays = None, ()
+
+    def get(self, idx: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        if idx is not self._idx:
+            self._idx, self._arrays = idx, tuple(np.ascontiguousarray(a[:, idx]) for a in arrays)
+        return self._arrays
 
 
 class PathEvaluator:
@@ -193,11 +206,13 @@ class PathEvaluator:
         rdeg = max([t[2] for t in rs.rest] + [0])
         self.rest = np.ascontiguousarray(_rho_coefficients(rs.rest, sa, sb, rdeg).T)
         self.kappa, self.m1, self.m2 = float(rs.kappa), rs.m1, rs.m2
+        self._rows = _Rows()
 
     def matrix(self, theta: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """dG̃/dθ = −sin θ · B(cos θ) for the paths idx, shape (len(idx), r, r)."""
         rho = np.cos(theta)
-        num, rest = _horner(self.coeffs, rho, idx), _horner(self.rest, rho, idx)
+        coeffs, rest = self._rows.get(idx, self.coeffs, self.rest)
+        num, rest = _horner(coeffs, rho), _horner(rest, rho)
         half = 0.5 * theta
         den = (self.kappa * (2.0 * np.sin(half) ** 2) ** self.m1
                * (2.0 * np.cos(half) ** 2) ** self.m2 * rest)
@@ -415,6 +430,7 @@ class EndPathEvaluator:
         while top > 1 and not np.any(num[top - 1]):
             top -= 1
         self.num = np.ascontiguousarray(num[:top])
+        self._rows = _Rows()
 
     def _reduce(self, num: np.ndarray) -> np.ndarray:
         r = self.r
@@ -423,33 +439,39 @@ class EndPathEvaluator:
         d0 = self.den[0][:, None, None]
         for _ in range(MAX_STAGES):
             lam = np.sort(np.linalg.eigvals(num[0] / d0).real, axis=1)  # residues, (P, r)
-            n = np.sum(lam < -NEG_TOL, axis=1)
-            if not np.any(n):
+            n_neg = np.sum(lam < -NEG_TOL, axis=1)
+            n_high = np.sum(lam >= 1.0 - NEG_TOL, axis=1)
+            if not np.any(n_neg + n_high):
                 self.spectrum = lam
                 return num
+            # a stage splits off the eigenvalues < 0 and raises them by one or, once there
+            # are none, those ≥ 1 and lowers them by one: the spectrum ends in [0, 1)
+            # (non-resonant, docs/math.md §9), where the Frobenius series applies
+            raise_low = n_neg > 0
+            n = np.where(raise_low, n_neg, r - n_high)                  # size of the low group
             lo = np.take_along_axis(lam, np.maximum(n - 1, 0)[:, None], 1)[:, 0]
             hi = np.take_along_axis(lam, np.minimum(n, r - 1)[:, None], 1)[:, 0]
             shift = np.where(n == r, lam[:, -1] + 1.0,
                              np.where(n == 0, lam[:, 0] - 1.0, 0.5 * (lo + hi)))
             S = _sign_function(num[0] / d0 - shift[:, None, None] * eye)
-            proj_neg = 0.5 * (eye - S)
-            u_neg = np.linalg.svd(proj_neg)[0]
-            u_pos = np.linalg.svd(eye - proj_neg)[0]
-            take_neg = cols[None, :] < n[:, None]                       # (P, r)
-            idx = np.clip(np.where(take_neg, cols[None, :], cols[None, :] - n[:, None]), 0, r - 1)
-            P = np.where(take_neg[:, None, :],
-                         np.take_along_axis(u_neg, idx[:, None, :], 2),
-                         np.take_along_axis(u_pos, idx[:, None, :], 2))
-            P[n == 0] = eye     # nothing to split: no change of basis (batch-independent)
+            # an orthonormal basis whose first n vectors span the invariant subspace of the
+            # low eigenvalues: P⁻¹R₀P is block upper triangular, which is all the shearing
+            # needs (its (high, low) block is zero), and P is perfectly conditioned
+            P = np.linalg.svd(0.5 * (eye - S))[0]
+            take_low = cols[None, :] < n[:, None]                       # (P, r)
+            idle = (n_neg + n_high) == 0
+            P[idle] = eye     # nothing to split: no change of basis (batch-independent)
             # entries at rounding level are structural zeros of the invariant subspaces
             # (the residue has small rational entries); left in, they would reach D
             # through the negative powers of t in the gauge and grow like t^−k
             P = np.where(np.abs(P) <= 64 * np.finfo(float).eps
                          * np.max(np.abs(P), axis=(1, 2), keepdims=True), 0.0, P)
-            num = np.einsum("pij,kpjl,plm->kpim", np.linalg.inv(P), num, P)
-            f = take_neg.astype(float)                                   # (P, r)
+            num = np.linalg.inv(P)[None] @ num @ P[None]
+            # f = +1 on the raised block, −1 on the lowered one, 0 elsewhere
+            f = np.where(raise_low[:, None], take_low.astype(float), -(~take_low).astype(float))
+            f[idle] = 0.0
             diff = f[:, :, None] - f[:, None, :]                        # f_i − f_j
-            num[0] = np.where(diff != 0, 0.0, num[0])                   # exact block split
+            num[0] = np.where(diff < 0, 0.0, num[0])                    # exact (high, low) zeros
             if np.any(num[-1][diff[None, ...][0] > 0]):
                 raise SingularityError("numerator degree exceeded in the reduction at |ρ| = 1")
             up = np.concatenate([np.zeros_like(num[:1]), num[:-1]])     # × t
@@ -457,7 +479,7 @@ class EndPathEvaluator:
             num = np.where(diff[None] > 0, up, np.where(diff[None] < 0, down, num))
             num[: self.den.shape[0]] += self.den[:, :, None, None] * (f[:, :, None] * eye)[None]
             self.gauge.append((P, f))
-        raise SingularityError("the residue at |ρ| = 1 keeps negative eigenvalues after "
+        raise SingularityError("the residue at |ρ| = 1 keeps eigenvalues outside [0, 1) after "
                                f"{MAX_STAGES} reduction stages")
 
     def subset(self, mask: np.ndarray) -> EndPathEvaluator:
@@ -466,40 +488,212 @@ class EndPathEvaluator:
         out.r, out.shear, out.spectrum = self.r, self.shear, self.spectrum[mask]
         out.num, out.den = self.num[:, mask], self.den[:, mask]
         out.gauge = [(P[mask], f[mask]) for P, f in self.gauge]
+        out._rows = _Rows()
         return out
 
     def to_original(self, t: np.ndarray) -> np.ndarray:
         """The matrix M(t) with G̃ = M(t)·Y, shape (paths, r, r)."""
         M = np.broadcast_to(np.eye(self.r), (t.size, self.r, self.r)).copy()
         for P, f in reversed(self.gauge):
-            M = np.einsum("pij,pjk->pik", P, t[:, None, None] ** -f[:, :, None] * M)
+            M = P @ (t[:, None, None] ** -f[:, :, None] * M)
         return t[:, None, None] ** self.shear[None, :, None] * M
 
     def matrix(self, t: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """R_Y(t) for the paths idx, shape (len(idx), r, r)."""
-        return _horner(self.num, t, idx) / _horner(self.den, t, idx)[:, None, None]
+        num, den = self._rows.get(idx, self.num, self.den)
+        return _horner(num, t) / _horner(den, t)[:, None, None]
 
 
 def integrate_to_end(evaluator: EndPathEvaluator, g0: np.ndarray, t_start: np.ndarray,
                      t_target: np.ndarray, *, tol: float, scale: np.ndarray,
                      strict: bool = True) -> np.ndarray:
-    """G̃ at t_target from G̃ = g0 at t_start (0 < t_target ≤ t_start), all paths at once.
-
-    Integrates t·dY/dt = R_Y(t)·Y (:class:`EndPathEvaluator`) in τ ∈ [0, 1] with
-    log t = log t_start + τ·log(t_target/t_start); the error is controlled on
-    G̃_0 = D at the target (the other components are returned as computed).
-    """
+    """G̃ at t_target from G̃ = g0 at t_start (0 < t_target ≤ t_start), all paths at once
+    (:func:`integrate_reduced` in the coordinates Y of the reduced system)."""
     if np.any(t_target <= 0):
         raise SingularityError("path ends on the singular locus |ρ| = 1")
-    log_ratio = np.log(t_target / t_start)
     y0 = np.linalg.solve(evaluator.to_original(t_start), g0[:, :, None])[:, :, 0]
     M_end = evaluator.to_original(t_target)
+    y = integrate_reduced(evaluator, y0, t_start, t_target, tol=tol, scale=scale,
+                          weights=np.abs(M_end[:, 0, :]), strict=strict)
+    return np.einsum("pij,pj->pi", M_end, y)
+
+
+def integrate_reduced(evaluator: EndPathEvaluator, y0: np.ndarray, t_start: np.ndarray,
+                      t_target: np.ndarray, *, tol: float, scale: np.ndarray,
+                      weights: np.ndarray, strict: bool = True) -> np.ndarray:
+    """Y at t_target from Y = y0 at t_start: t·dY/dt = R_Y(t)·Y (:class:`EndPathEvaluator`)
+    integrated in τ ∈ [0, 1] with log t = log t_start + τ·log(t_target/t_start).
+
+    The error is controlled on Σ_j weights_j·Y_j; with the gauge row M_0·(t_target)
+    as weights, on G̃_0 = D at the target.
+    """
+    log_ratio = np.log(t_target / t_start)
 
     def rhs(tau, y, idx):
         t = t_start[idx] * np.exp(tau * log_ratio[idx])
-        return np.einsum("pij,pj->pi", evaluator.matrix(t, idx), y) * log_ratio[idx, None]
+        return (evaluator.matrix(t, idx) @ y[:, :, None])[:, :, 0] * log_ratio[idx, None]
 
-    # the error that matters is D's = G̃_0's: weight Y by the gauge row M_0·(t_target)
-    weights = np.abs(M_end[:, 0, :])
-    y = batched_rk.integrate(rhs, y0, tol=tol, scale=scale, weights=weights, strict=strict)
-    return np.einsum("pij,pj->pi", M_end, y)
+    return batched_rk.integrate(rhs, y0, tol=tol, scale=scale, weights=weights, strict=strict)
+
+
+def residue_exponents(spectrum: np.ndarray, denominator: int = 12) -> tuple[float, ...]:
+    """The distinct exponents of the reduced residue (rationals in [0, 1)), from its
+    spectrum at one path, rounded to fractions with small denominators."""
+    found = sorted({Fraction(float(x)).limit_denominator(denominator) for x in spectrum})
+    return tuple(float(x) for x in found)
+
+
+def _balance(A: np.ndarray, sweeps: int = 20) -> np.ndarray:
+    """Diagonal d (powers of two) with D⁻¹|A|D row and column sums of the off-diagonal
+    part about equal (Osborne's balancing, as LAPACK's gebal), per matrix of a stack."""
+    A = np.abs(A) * (1.0 - np.eye(A.shape[-1]))
+    d = np.ones(A.shape[:2])
+    for _ in range(sweeps):
+        changed = False
+        for i in range(A.shape[-1]):
+            B = A / d[:, :, None] * d[:, None, :]
+            col, row = np.sum(B[:, :, i], axis=1), np.sum(B[:, i, :], axis=1)
+            ok = (col > 0) & (row > 0)
+            ratio = np.where(ok, row, 1.0) / np.where(ok, col, 1.0)
+            f = np.exp2(np.round(0.5 * np.log2(ratio)))
+            changed |= bool(np.any(f != 1.0))
+            d[:, i] *= f
+        if not changed:
+            break
+    return d
+
+
+class FrobeniusSolutions:
+    """The local solutions at t = 0 of the reduced system, per path (docs/math.md §9).
+
+    The reduced system t·dY/dt = R(t)·Y (R = num/den, :class:`EndPathEvaluator`) has a
+    residue R₀ = R(0) with eigenvalues in [0, 1), so no two differ by a positive
+    integer (non-resonant).  Where R₀ is semisimple with the distinct ``exponents`` μ,
+    Y = Φ(t)·t^{R₀}·C with Φ = Σ_k Φ_k t^k, Φ₀ = I, and from den·(tΦ' + ΦR₀) = num·Φ
+    at order t^k
+
+        den₀ (kΦ_k + Φ_kR₀ − R₀Φ_k) = Σ_{j≥1} num_j Φ_{k−j} − den_j ((k−j)Φ_{k−j} + Φ_{k−j}R₀),
+
+    solved blockwise with the spectral projectors Π_μ = Π_{ν≠μ}(R₀ − ν)/(μ − ν):
+    Φ_k = Σ_{α,β} Π_α X Π_β / (k + β − α).  Then
+    Y(t) = Φ(t)·Σ_μ (t/t₁)^μ Π_μ·Φ(t₁)⁻¹·Y(t₁) for every 0 < t ≤ t₁: the cost does not
+    depend on how small t is.  Φ converges below the nearest other zero of den; its
+    partial sums cancel where R is large on |t| ≤ t₁ (large variances), so each path
+    gets the largest t₁ ≤ ``t_max`` on a halving ladder where the series has converged
+    and Σ_k |Φ_k| t₁^k ≤ HUMP·|Φ(t₁)| (:meth:`reach`).  Y is balanced first by a
+    diagonal similarity in powers of two (exact).
+    """
+
+    HUMP = 4.0
+
+    def __init__(self, evaluator: EndPathEvaluator, exponents: tuple[float, ...],
+                 t_max: float, kmax: int = 64):
+        den = evaluator.den
+        r = evaluator.r
+        eye = np.eye(r)
+        powers = t_max ** np.arange(evaluator.num.shape[0])[:, None, None, None]
+        self.scaling = _balance(np.sum(np.abs(evaluator.num) * powers, axis=0))
+        num = np.ascontiguousarray(
+            evaluator.num / self.scaling[None, :, :, None] * self.scaling[None, :, None, :])
+        d0 = den[0][:, None, None]
+        R0 = num[0] / d0
+        self.exponents = exponents
+        proj = []
+        for mu in exponents:
+            Pm = np.broadcast_to(eye, R0.shape).copy()
+            for nu in exponents:
+                if nu != mu:
+                    Pm = Pm @ ((R0 - nu * eye) / (mu - nu))
+            proj.append(Pm)
+        self.proj = proj
+        resid = R0 - sum(mu * Pm for mu, Pm in zip(exponents, proj, strict=True))
+        self.ok = (np.max(np.abs(resid), axis=(1, 2))
+                   <= 1e-8 * (1.0 + np.max(np.abs(R0), axis=(1, 2))))
+        # Φ_k until every path's terms at t_max are negligible (or kmax): a path keeps
+        # the terms up to its own convergence, so its value does not depend on its batch
+        phi = [np.broadcast_to(eye, R0.shape).copy()]
+        size = np.ones(R0.shape[0])
+        active = np.ones(R0.shape[0], dtype=bool)
+        quiet = np.zeros(R0.shape[0], dtype=int)
+        self.nterms = np.full(R0.shape[0], kmax)
+        for k in range(1, kmax + 1):
+            S = np.zeros_like(R0)
+            for j in range(1, min(k, num.shape[0] - 1) + 1):
+                S += num[j] @ phi[k - j]
+            for j in range(1, min(k, den.shape[0] - 1) + 1):
+                prev = phi[k - j]
+                S -= den[j][:, None, None] * ((k - j) * prev + prev @ R0)
+            phi.append(self._sylvester(S / d0, k))
+            term = np.max(np.abs(phi[-1]), axis=(1, 2)) * t_max ** k
+            size = np.maximum(size, term)
+            quiet = np.where(term <= EPS_FROBENIUS * size, quiet + 1, 0)
+            done = active & (quiet >= 3)
+            self.nterms[done] = k
+            active &= ~done
+            if not np.any(active):
+                break
+        self.phi = np.stack(phi)                                      # (K+1, P, r, r)
+        self.t_max = t_max
+
+    def _sylvester(self, X: np.ndarray, k: int) -> np.ndarray:
+        """Φ_k = Σ_{α,β} Π_α X Π_β / (k + β − α), with the last projector I − Σ of the
+        others (two exponents, as for every kink: three products, not six)."""
+        mus, proj = self.exponents, self.proj
+        right = [X @ Pb for Pb in proj[:-1]]
+        right.append(X - sum(right))                                  # X Π_last
+        out = np.zeros_like(X)
+        for beta, XPb in zip(mus, right, strict=True):
+            left = [Pa @ XPb for Pa in proj[:-1]]
+            left.append(XPb - sum(left))
+            for alpha, block in zip(mus, left, strict=True):
+                out += block / (k + beta - alpha)
+        return out
+
+    def _sum(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Φ(t), Σ_k |Φ_k| t^k and the last term's size, per path (own number of terms)."""
+        out = self.phi[0].copy()
+        hump = np.abs(out)
+        last = np.zeros(t.size)
+        power = np.ones(t.size)
+        for k in range(1, self.phi.shape[0]):
+            power = power * t
+            use = (k <= self.nterms)[:, None, None]
+            term = np.where(use, self.phi[k] * power[:, None, None], 0.0)
+            out = out + term
+            hump = hump + np.abs(term)
+            last = np.where(k <= self.nterms, np.max(np.abs(term), axis=(1, 2)), last)
+        return out, hump, last
+
+    def reach(self, halvings: int = 12) -> np.ndarray:
+        """The largest t₁ = t_max·2^−j (j ≤ halvings) per path where Φ(t₁) is reliable
+        (class docstring); NaN where there is none."""
+        out = np.full(self.nterms.size, np.nan)
+        for j in range(halvings + 1):
+            todo = np.isnan(out)
+            if not np.any(todo):
+                break
+            t = np.full(out.size, self.t_max * 2.0 ** -j)
+            total, hump, last = self._sum(t)
+            big = np.max(np.abs(total), axis=(1, 2))
+            good = (self.ok & (np.max(hump, axis=(1, 2)) <= self.HUMP * big)
+                    & (last <= 1e-16 * big) & np.all(np.isfinite(total), axis=(1, 2)))
+            out = np.where(todo & good, t, out)
+        return out
+
+    def transfer(self, y1: np.ndarray, t1: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Y(t) from Y(t₁) = y1 (0 < t ≤ t₁, t₁ from :meth:`reach`), all paths at once."""
+        if np.any(t <= 0):
+            raise SingularityError("path ends on the singular locus |ρ| = 1")
+        at_1, _, _ = self._sum(t1)
+        at_t, _, _ = self._sum(t)
+        bad = ~np.all(np.isfinite(at_1), axis=(1, 2))      # paths :meth:`reach` turned down
+        at_1[bad] = np.eye(self.phi.shape[-1])
+        power = sum((t / t1)[:, None, None] ** mu * Pm
+                    for mu, Pm in zip(self.exponents, self.proj, strict=True))
+        c = np.linalg.solve(at_1, (y1 / self.scaling)[:, :, None])
+        out = (at_t @ (power @ c))[:, :, 0] * self.scaling
+        out[bad] = np.nan
+        return out
+
+
+EPS_FROBENIUS = 1e-17

@@ -98,6 +98,22 @@ def expect_1d(f, scale, *, n: int = 16) -> np.ndarray:
     return by_rule(rule_width(scale), evaluate)
 
 
+def expect_1d_powers(f, scale, powers, *, n: int = 16) -> np.ndarray:
+    """E_z[(scale·z)^k f(scale·z)] for each k in ``powers``, shape (len(powers), len(scale)),
+    with f evaluated once per node (the moments of docs/math.md §5)."""
+    scale = np.asarray(scale, dtype=float)
+    out = np.empty((len(powers), scale.size))
+    width = rule_width(scale)
+    for w in np.unique(width):
+        m = width == w
+        z, wts = _half_line_rule(float(w), n)
+        u = scale[m][:, None] * z
+        F = f(u) * wts
+        for i, k in enumerate(powers):
+            out[i, m] = np.sum(F * u ** k, axis=1)
+    return out
+
+
 def expect_pair_1d(f, g, sa, sb, *, n: int = 16) -> np.ndarray:
     """E_{z~N(0,1)}[f(sa z) g(sb z)] for arrays sa ≥ 0, sb (degenerate Λ, docs/math.md §2)."""
     sa, sb = np.asarray(sa, dtype=float), np.asarray(sb, dtype=float)
@@ -109,6 +125,23 @@ def expect_pair_1d(f, g, sa, sb, *, n: int = 16) -> np.ndarray:
         return np.einsum("pq,pq,q->p", f(sa[m][:, None] * z), g(sb[m][:, None] * z), w)
 
     return by_rule(rule_width(np.maximum(np.abs(sa), np.abs(sb))), evaluate)
+
+
+def expect_pair_1d_shared(f, vals: np.ndarray, ia: np.ndarray, ib: np.ndarray,
+                          sign: float = 1.0, *, n: int = 16) -> np.ndarray:
+    """E_z[f(vals[ia] z) f(sign·vals[ib] z)] per pair, as :func:`expect_pair_1d`, with f
+    evaluated once per distinct scale and node (pairs share the scales of a kernel's rows)."""
+    vals = np.asarray(vals, dtype=float)
+
+    def evaluate(m, width):
+        z, w = _half_line_rule(width, n)
+        used, inv = np.unique(np.concatenate([ia[m], ib[m]]), return_inverse=True)
+        F = f(vals[used][:, None] * z)
+        G = F if sign > 0 else F[:, ::-1]       # the rule is symmetric: f(−s z_q) = F[·, −q]
+        k = ia[m].size
+        return np.einsum("pq,pq,q->p", F[inv[:k]], G[inv[k:]], w)
+
+    return by_rule(rule_width(np.maximum(vals[ia], vals[ib])), evaluate)
 
 
 def degenerate_first(f, g, a, b, c):
