@@ -9,22 +9,26 @@ split that ``auto`` uses, :mod:`ntkhgm.duals`):
    the 1-D integral E_z[f(√a z) f(±√b z)] (every mode);
 2. ``series``: the Mehler series (docs/math.md §8, :mod:`.hermite_series`)
    with a rigorous per-pair truncation bound, up to 2048 terms;
-3. ``hgm``: the Pfaffian system integrated along paths (docs/math.md §4, §9):
-   initial values at |ρ| = 0.9 from the series of the moments E[u^p f(u) v^q f(v)]
-   (or at c = 0 from the factorised 1-D moments, §5), then towards the target —
-   in θ = arccos ρ for |ρ| ≤ 0.9, and beyond in log(1 − |ρ|) with the system
-   sheared and reduced at |ρ| = 1 (:class:`.pfaffian_ode.EndPathEvaluator`),
-   so the cost grows only like log(1/(1 − |ρ|));
-4. ``auto``: the series where it reaches the tolerance within 256 terms; then
-   the series to 2048 terms where a geometric extrapolation of its tails says it
-   can (GELU, an entire function, all the way to |ρ| = 1); then the Pfaffian
-   paths; then the series to 2048 terms and the reference quadrature.
+3. ``hgm``: the Pfaffian system (docs/math.md §4, §9): initial values at
+   |ρ| = 0.9 from the series of the moments E[u^p f(u) v^q f(v)] (or at c = 0
+   from the factorised 1-D moments, §5), then a path in θ = arccos ρ for
+   |ρ| ≤ 0.9 and, beyond, the local (Frobenius) solutions at |ρ| = 1 of the
+   system sheared and reduced there (:class:`.pfaffian_ode.EndPathEvaluator`,
+   :class:`.pfaffian_ode.FrobeniusSolutions`): a cost that does not depend on
+   how near |ρ| = 1 the pair is;
+4. ``auto``: the series where it reaches the tolerance within 256 terms; beyond
+   |ρ| = 0.9 the local solutions, if this activation's pass their check at a
+   reference point; then the series to 2048 terms where a geometric
+   extrapolation of its tails says it can (GELU, an entire function, all the
+   way to |ρ| = 1); then the Pfaffian paths; then the series to 2048 terms and
+   the reference quadrature.
 
-Where the reduced system still has solutions that blow up at |ρ| = 1 that the
-dual does not contain, or its residue was computed with too much rounding (large
-variances), or no diagonal shearing exists (GELU′), the evaluator sends the path
+Every path near |ρ| = 1 is checked: the limit of its local solution at |ρ| = 1
+must agree with the 1-D integral there.  Paths that fail the check or another
+guard (a residue computed with too much rounding at large variances, a gauge
+that would amplify rounding), and systems with no diagonal shearing (GELU′), go
 to the fallback (series to 2048 terms, then quadrature) instead of returning a
-value it cannot vouch for; ``regions`` counts what each call did.
+value the evaluator cannot vouch for; ``regions`` counts what each call did.
 
 When every point has the same variances (data on a sphere), D depends on θ
 alone and is analytic in θ for |ρ| ≤ 0.9: one Chebyshev interpolant there,

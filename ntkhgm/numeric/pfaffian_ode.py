@@ -18,12 +18,12 @@ Two kinds of path (docs/math.md §9):
 - away from |ρ| = 1: in θ, from the initial values at c = 0 (§5) or at |ρ| = 0.9,
   geometric in the distance to the nearer end θ ∈ {0, π}
   (:func:`integrate_paths`);
-- near |ρ| = 1: in log t, t = 1 − |ρ|, for the system re-expanded exactly in t,
-  sheared (:class:`EndSystem`) and reduced per path to a system whose solutions
-  stay bounded (:class:`EndPathEvaluator`, :func:`integrate_to_end`).  The pole
-  at |ρ| = 1 is double for ReSin and GELU (an apparently irregular point); the
-  shearing shows it is regular, and the cost of a path grows only like
-  log(1/(1 − |ρ|)) (uniform steps in log t).
+- near |ρ| = 1: t = 1 − |ρ|, the system re-expanded exactly in t, sheared
+  (:class:`EndSystem`) and reduced per path to a residue with eigenvalues in
+  [0, 1) (:class:`EndPathEvaluator`); then its local solutions at t = 0
+  (:class:`FrobeniusSolutions`), at a cost that does not depend on t, or a path
+  in log t (:func:`integrate_reduced`).  The pole at |ρ| = 1 is double for ReSin
+  and GELU (an apparently irregular point); the shearing shows it is regular.
 """
 
 from __future__ import annotations
@@ -392,18 +392,20 @@ def _sign_function(A: np.ndarray, iterations: int = 80) -> np.ndarray:
 
 
 class EndPathEvaluator:
-    """The system near ρ = end for a batch of paths, reduced to bounded solutions.
+    """The system near ρ = end for a batch of paths, reduced to a non-resonant residue.
 
     Per path (docs/math.md §9): t·dH/dt = R(t)·H with R = Num(t)/d(t) from
     :class:`EndSystem` (polynomials in t, evaluated at each path's sa, sb), then
-    stages of a constant gauge P that splits off the invariant subspace of the
-    residue R(0) belonging to eigenvalues < 0 (spectral projector from the matrix
-    sign function), followed by the shearing t^F that raises those eigenvalues by
-    one.  The off-block entries of Num(0) that P makes zero are set to exactly 0,
-    so the shearing keeps a polynomial numerator, a simple pole and no
-    cancellation.  When no eigenvalue is negative, every solution of
-    t·dY/dt = R_Y(t)·Y grows at most like a power of log t, so the path can run
-    to any t > 0.  G̃ = diag(t^e)·P₁ t^(−F₁) P₂ t^(−F₂) ⋯ Y.
+    stages of a constant orthonormal gauge P whose first columns span the
+    invariant subspace of the residue R(0) for its low eigenvalues (spectral
+    projector from the matrix sign function), so that P⁻¹R(0)P is block upper
+    triangular; its (high, low) block is set to exactly 0 and the shearing t^F
+    raises the eigenvalues < 0 (F = +1 on the low block) or lowers those ≥ 1
+    (F = −1 on the high block) by one, keeping a polynomial numerator, a simple
+    pole and no cancellation.  The stages end with the spectrum in [0, 1):
+    every solution of t·dY/dt = R_Y(t)·Y is then bounded and the local
+    solutions at t = 0 are free of resonance (:class:`FrobeniusSolutions`).
+    G̃ = diag(t^e)·P₁ t^(−F₁) P₂ t^(−F₂) ⋯ Y.
     """
 
     def __init__(self, es: EndSystem, sa: np.ndarray, sb: np.ndarray):

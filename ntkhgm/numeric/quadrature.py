@@ -109,8 +109,12 @@ def expect_1d_powers(f, scale, powers, *, n: int = 16) -> np.ndarray:
         z, wts = _half_line_rule(float(w), n)
         u = scale[m][:, None] * z
         F = f(u) * wts
-        for i, k in enumerate(powers):
-            out[i, m] = np.sum(F * u ** k, axis=1)
+        done, term = 0, F
+        for i, k in sorted(enumerate(powers), key=lambda item: item[1]):
+            for _ in range(k - done):      # u^k by repeated products (not pow)
+                term = term * u
+            done = k
+            out[i, m] = np.sum(term, axis=1)
     return out
 
 
