@@ -283,7 +283,7 @@ class HGMEvaluator:
         c = sa[i] * sb[i] * np.cos(theta[i])
         raise type(exc)(str(exc), float(sa[i] ** 2), float(sb[i] ** 2), float(c)) from None
 
-    def _moment_series(self, vals, ia, ib, rho, scale, kmax: int = 512):
+    def _moment_series(self, vals, ia, ib, rho, scale, kmax: int = 384):
         """G̃_s = 2^j Σ_n ρⁿ h_n^(p)(a) h_n^(q)(b) with h^(p) the Hermite coefficients of
         z^p f(√a z); and a mask of the paths whose truncation bound meets the tolerance."""
         rs = self.rs
@@ -411,9 +411,18 @@ class HGMEvaluator:
         return self._trust_end
 
     def _series_far(self, sa, sb, theta):
-        """The series continued to 2048 terms (coefficients for these pairs' variances only)."""
-        vals, inv = np.unique(np.concatenate([sa, sb]), return_inverse=True)
-        return self._series(sa, sb, theta, vals, inv, hs.K_BINS_FAR)
+        """The series continued to 2048 terms, a bin at a time: coefficients to 512 terms for
+        these pairs' variances, to 1024 only for those of the pairs 512 did not serve, ...
+        (a coefficient costs ~K^½ nodes, so most of the work is in the last bin)."""
+        out = np.full(sa.size, np.nan)
+        todo = np.arange(sa.size)
+        for k in hs.K_BINS_FAR:
+            vals, inv = np.unique(np.concatenate([sa[todo], sb[todo]]), return_inverse=True)
+            out[todo] = self._series(sa[todo], sb[todo], theta[todo], vals, inv, (k,))
+            todo = todo[np.isnan(out[todo])]
+            if todo.size == 0:
+                break
+        return out
 
     def _fallback(self, sa, sb, theta):
         """Paths that cannot be trusted (docs/math.md §9, "Guards and what is left"): the

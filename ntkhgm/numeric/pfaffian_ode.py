@@ -165,26 +165,25 @@ def _rho_coefficients(terms, sa, sb, degree):
     return out
 
 
-def _horner(coeffs: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Σ_k coeffs[k]·x^k per path (coefficients stacked on axis 0, paths on axis 1)."""
-    out = coeffs[-1]
-    xb = x.reshape(x.shape + (1,) * (out.ndim - 1))
-    for k in range(coeffs.shape[0] - 2, -1, -1):
-        out = out * xb + coeffs[k]
-    return out
-
-
 class _Rows:
-    """The coefficient arrays of the paths ``idx``, gathered once per integrator run (an
-    RK run passes the same index array to every stage)."""
+    """Polynomial coefficients (stacked on axis 0, paths on axis 1) of the paths ``idx``,
+    laid out per path as (paths, degree + 1, entries) and gathered once per integrator run
+    (an RK run passes the same index array to every stage)."""
 
     def __init__(self):
         self._idx, self._arrays = None, ()
 
     def get(self, idx: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         if idx is not self._idx:
-            self._idx, self._arrays = idx, tuple(np.ascontiguousarray(a[:, idx]) for a in arrays)
+            self._idx = idx
+            self._arrays = tuple(np.ascontiguousarray(
+                np.moveaxis(a[:, idx], 0, 1).reshape(idx.size, a.shape[0], -1)) for a in arrays)
         return self._arrays
+
+
+def _polyval(rows: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Σ_k rows[p, k, :]·x_p^k for every path p: one batched product (rows from :class:`_Rows`)."""
+    return (np.vander(x, rows.shape[1], increasing=True)[:, None, :] @ rows)[:, 0, :]
 
 
 class PathEvaluator:
@@ -212,7 +211,8 @@ class PathEvaluator:
         """dG̃/dθ = −sin θ · B(cos θ) for the paths idx, shape (len(idx), r, r)."""
         rho = np.cos(theta)
         coeffs, rest = self._rows.get(idx, self.coeffs, self.rest)
-        num, rest = _horner(coeffs, rho), _horner(rest, rho)
+        num = _polyval(coeffs, rho).reshape(idx.size, *self.coeffs.shape[2:])
+        rest = _polyval(rest, rho)[:, 0]
         half = 0.5 * theta
         den = (self.kappa * (2.0 * np.sin(half) ** 2) ** self.m1
                * (2.0 * np.cos(half) ** 2) ** self.m2 * rest)
@@ -503,7 +503,7 @@ class EndPathEvaluator:
     def matrix(self, t: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """R_Y(t) for the paths idx, shape (len(idx), r, r)."""
         num, den = self._rows.get(idx, self.num, self.den)
-        return _horner(num, t) / _horner(den, t)[:, None, None]
+        return (_polyval(num, t) / _polyval(den, t)).reshape(idx.size, self.r, self.r)
 
 
 def integrate_to_end(evaluator: EndPathEvaluator, g0: np.ndarray, t_start: np.ndarray,
