@@ -82,7 +82,8 @@ def _moments(f, sa: np.ndarray, pmax: int) -> np.ndarray:
 class HGMEvaluator:
     """Dual activation D_f(a, b, c) of one function f (σ or σ') with its Pfaffian system."""
 
-    def __init__(self, f, system, *, tol: float = DEFAULT_TOL, mode: str = "auto"):
+    def __init__(self, f, system, *, tol: float = DEFAULT_TOL, mode: str = "auto",
+                 annihilator: str | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.f = f
@@ -93,6 +94,13 @@ class HGMEvaluator:
         self._ends: dict = {}
         self.regions: Counter = Counter()
         self._far_bound = np.empty(0)
+        # Hermite coefficients by the annihilator's recurrence where it has one (docs/math.md
+        # §10), else by quadrature: decided here, once
+        self.recurrence = hs.checked_recurrence(f, annihilator)
+
+    def coefficients(self, vals: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
+        """h_n(a), n ≤ kmax, and E f², for the distinct √a in ``vals`` (docs/math.md §8, §10)."""
+        return hs.hermite_coefficients(self.f, vals, kmax, self.recurrence)
 
     def end_system(self, end: int) -> tuple[EndSystem, np.ndarray] | None:
         """The system at ρ = end in t = 1 − end·ρ, sheared (docs/math.md §9), and the
@@ -225,11 +233,16 @@ class HGMEvaluator:
         z^p f(√a z); and a mask of the paths whose truncation bound meets the tolerance."""
         rs = self.rs
         coef, tails = {}, {}
-        for p in sorted(set(rs.p) | set(rs.q)):
-            H, sec = hs.hermite_coefficients(lambda u, p=p: u ** p * self.f(u), vals, kmax)
-            norm = np.where(vals > 0, vals, 1.0) ** p
-            coef[p] = H / norm
-            tails[p] = hs.tail_norms(coef[p], sec / norm ** 2)[-1]
+        powers = sorted(set(rs.p) | set(rs.q))
+        # z^p g has coefficients M^p h (docs/math.md §10): one set of coefficients for all p
+        H, _ = self.coefficients(vals, kmax + powers[-1])
+        for p in range(powers[-1] + 1):
+            if p in powers:
+                norm = np.where(vals > 0, vals, 1.0) ** p
+                sec = expect_1d(lambda u, p=p: (u ** p * self.f(u)) ** 2, vals) / norm ** 2
+                coef[p] = H[: kmax + 1]
+                tails[p] = hs.tail_norms(coef[p], np.atleast_1d(sec))[-1]
+            H = hs.multiply_by_z(H)
         j = [m[1] for m in self.system.std_monomials]
         g = np.empty((ia.size, rs.rank))
         ok = np.ones(ia.size, dtype=bool)
@@ -265,7 +278,7 @@ class HGMEvaluator:
         """Mehler series where it converges within max(bins) terms; NaN elsewhere."""
         ia, ib = inv[: sa.size], inv[sa.size:]
         rho = np.cos(theta)
-        H, second = hs.hermite_coefficients(self.f, vals, bins[-1])
+        H, second = self.coefficients(vals, bins[-1])
         T = hs.tail_norms(H, second)[list(bins)]
         scale = np.sqrt(second[ia] * second[ib])
         need = hs.terms_needed(rho, T[:, ia], T[:, ib], scale, 0.1 * self.tol, bins)
