@@ -83,6 +83,10 @@ class HermiteRecurrence:
     lo: int
     hi: int
     coef: np.ndarray   # (hi − lo + 1, degree in s + 1, degree in n + 1), rationals as floats
+    dtype: type = np.float64   # of the run: float64, or long double where that drifts
+
+    def with_dtype(self, dtype: type) -> HermiteRecurrence:
+        return HermiteRecurrence(self.lo, self.hi, self.coef, dtype)
 
     @classmethod
     def from_annihilator(cls, ann: Annihilator | str) -> HermiteRecurrence | None:
@@ -121,36 +125,38 @@ class HermiteRecurrence:
         have one sign: it vanishes at n = 0 only if every monomial has a factor n)."""
         return 1 if np.all(self.coef[-1][:, 0] == 0) else 0
 
+    @cached_property
+    def active(self) -> np.ndarray:
+        """The shifts j < hi whose P_j is not identically 0 (as offsets j − lo)."""
+        return np.flatnonzero(np.any(self.coef[:-1] != 0, axis=(1, 2)))
+
     def ratios(self, n: np.ndarray, sa: np.ndarray) -> np.ndarray:
-        """R_j(n, s), shape (len(n), hi − lo, len(sa)), of h_{n+hi} = Σ_{j<hi} R_j h_{n+j} for
-        the normalised h_m = c_m/√(m!) (zero where n + j < 0).  In long double (where the
-        platform has it), elementwise in a fixed order: a column never depends on the others."""
-        lo, hi, ld = self.lo, self.hi, np.longdouble
+        """R_j(n, s), shape (len(n), len(active), len(sa)), of h_{n+hi} = Σ_j R_j h_{n+j}
+        for the normalised h_m = c_m/√(m!) (zero where n + j < 0).  Elementwise in a fixed
+        order: a column never depends on the others."""
+        lo, hi, ld = self.lo, self.hi, self.dtype
+        rows = np.append(self.active, self.coef.shape[0] - 1)
         n = np.asarray(n, dtype=ld)
         npow = n[:, None] ** np.arange(self.coef.shape[2])                    # (K, dn+1)
-        A = np.einsum("jik,nk->nji", self.coef.astype(ld), npow)              # exact integers
-        sa = np.asarray(sa, dtype=ld)
-        P = A[:, :, 0, None] * np.ones_like(sa)
-        si = np.ones_like(sa)
-        for i in range(1, A.shape[2]):
-            si = si * sa
-            P = P + A[:, :, i, None] * si                                     # (K, J, V)
-        R = np.zeros((n.size, hi - lo, sa.size), dtype=ld)
-        for jj in range(hi - lo):
+        A = np.einsum("jik,nk->nji", self.coef[rows].astype(ld), npow)        # exact
+        spow = np.asarray(sa, dtype=ld)[None, :] ** np.arange(A.shape[2])[:, None]
+        P = A[:, :, -1, None] * spow[-1]
+        for i in range(A.shape[2] - 2, -1, -1):        # elementwise, in a fixed order
+            P = P + A[:, :, i, None] * spow[i]
+        w = np.ones((n.size, self.active.size), dtype=ld)
+        for t, jj in enumerate(self.active):
             # c_{n+j} = h_{n+j} √((n+j)!), the equation divided by √((n+hi)!)
-            w = np.ones(n.size, dtype=ld)
-            for t in range(lo + jj + 1, hi + 1):
-                w = w / np.sqrt(np.maximum(n + t, 1))
-            R[:, jj] = -(P[:, jj] * w[:, None]) / P[:, -1]
-            R[n + lo + jj < 0, jj] = 0
-        return R
+            for u in range(lo + jj + 1, hi + 1):
+                w[:, t] = w[:, t] / np.sqrt(np.maximum(n + u, 1))
+            w[n + lo + jj < 0, t] = 0
+        return (P[:, :-1] * -w[:, :, None]) / P[:, -1:]
 
     def _radius(self, n: int, sa: np.ndarray) -> np.ndarray:
         """Spectral radius of the one-step companion matrix at n, for each s."""
         J = self.hi - self.lo
         C = np.zeros((sa.size, J, J))
         C[:, np.arange(J - 1), np.arange(1, J)] = 1.0
-        C[:, -1, :] = self.ratios(np.array([n]), sa)[0].T
+        C[:, -1, self.active] = self.ratios(np.array([n]), sa)[0].T.astype(float)
         return np.max(np.abs(np.linalg.eigvals(C)), axis=1)
 
     @cached_property
@@ -176,10 +182,10 @@ class HermiteRecurrence:
         inside = (sa >= S_GRID[0]) & (sa <= S_GRID[-1])
         return np.where(inside, out, np.iinfo(np.int64).max // 4)
 
-    def run(self, H: np.ndarray, sa: np.ndarray, n0: np.ndarray, chunk: int = 256) -> np.ndarray:
+    def run(self, H: np.ndarray, sa: np.ndarray, n0: np.ndarray, chunk: int = 256,
+            steps: int = 32) -> np.ndarray:
         """Fill H[m], m ≥ n0 + hi, of each column (variance sa²) from its H[: n0 + hi]
-        (docs/math.md §10).  Carried in long double: the rounding of R_j in double, fed
-        through thousands of steps, would reach 1e-14 of the ℓ² norm (GELU′, large a)."""
+        (docs/math.md §10), in ``dtype``."""
         kmax = H.shape[0] - 1
         sa = np.asarray(sa, dtype=float)
         lo, hi = self.lo, self.hi
@@ -188,14 +194,16 @@ class HermiteRecurrence:
             start = max(int(n0[cols].min()), 0)
             if start > kmax - hi:
                 continue
-            ns = np.arange(start, kmax - hi + 1)
-            R = self.ratios(ns, sa[cols])
-            X = H[:, cols].astype(np.longdouble)
+            X = H[:, cols].astype(self.dtype)
             first = n0[cols] + hi
-            for t, n in enumerate(ns):
-                acc = np.zeros(X.shape[1], dtype=np.longdouble)
-                for jj in range(max(0, -(n + lo)), hi - lo):
-                    acc = acc + R[t, jj] * X[n + lo + jj]
-                X[n + hi] = np.where(n + hi >= first, acc, X[n + hi])
+            for b0 in range(start, kmax - hi + 1, steps):
+                ns = np.arange(b0, min(b0 + steps, kmax - hi + 1))
+                R = self.ratios(ns, sa[cols])                       # in cache: a few steps
+                for t, n in enumerate(ns):
+                    acc = np.zeros(X.shape[1], dtype=self.dtype)
+                    for u, jj in enumerate(self.active):
+                        if n + lo + jj >= 0:
+                            acc = acc + R[t, u] * X[n + lo + jj]
+                    X[n + hi] = np.where(n + hi >= first, acc, X[n + hi])
             H[:, cols] = X
         return H
