@@ -140,8 +140,9 @@ class HermiteRecurrence:
         npow = n[:, None] ** np.arange(self.coef.shape[2])                    # (K, dn+1)
         A = np.einsum("jik,nk->nji", self.coef[rows].astype(ld), npow)        # exact
         spow = np.asarray(sa, dtype=ld)[None, :] ** np.arange(A.shape[2])[:, None]
-        P = A[:, :, -1, None] * spow[-1]
-        for i in range(A.shape[2] - 2, -1, -1):        # elementwise, in a fixed order
+        used = np.flatnonzero(np.any(self.coef[rows] != 0, axis=(0, 2)))   # powers of s
+        P = A[:, :, used[-1], None] * spow[used[-1]]
+        for i in used[-2::-1]:                          # elementwise, in a fixed order
             P = P + A[:, :, i, None] * spow[i]
         w = np.ones((n.size, self.active.size), dtype=ld)
         for t, jj in enumerate(self.active):
@@ -182,28 +183,31 @@ class HermiteRecurrence:
         inside = (sa >= S_GRID[0]) & (sa <= S_GRID[-1])
         return np.where(inside, out, np.iinfo(np.int64).max // 4)
 
-    def run(self, H: np.ndarray, sa: np.ndarray, n0: np.ndarray, chunk: int = 256,
-            steps: int = 32) -> np.ndarray:
+    def run(self, H: np.ndarray, sa: np.ndarray, n0: np.ndarray, steps: int = 32) -> np.ndarray:
         """Fill H[m], m ≥ n0 + hi, of each column (variance sa²) from its H[: n0 + hi]
-        (docs/math.md §10), in ``dtype``."""
+        (docs/math.md §10), in ``dtype``; the columns of one n0 at a time (a few powers of
+        two), each by the same elementwise operations whatever the batch."""
         kmax = H.shape[0] - 1
         sa = np.asarray(sa, dtype=float)
         lo, hi = self.lo, self.hi
-        for c0 in range(0, sa.size, chunk):
-            cols = slice(c0, c0 + chunk)
-            start = max(int(n0[cols].min()), 0)
+        for start in np.unique(n0):
+            start = max(int(start), 0)
             if start > kmax - hi:
                 continue
+            cols = np.flatnonzero(n0 == start)
             X = H[:, cols].astype(self.dtype)
-            first = n0[cols] + hi
             for b0 in range(start, kmax - hi + 1, steps):
                 ns = np.arange(b0, min(b0 + steps, kmax - hi + 1))
                 R = self.ratios(ns, sa[cols])                       # in cache: a few steps
                 for t, n in enumerate(ns):
-                    acc = np.zeros(X.shape[1], dtype=self.dtype)
-                    for u, jj in enumerate(self.active):
-                        if n + lo + jj >= 0:
-                            acc = acc + R[t, u] * X[n + lo + jj]
-                    X[n + hi] = np.where(n + hi >= first, acc, X[n + hi])
+                    terms = [(R[t, u], n + lo + jj) for u, jj in enumerate(self.active)
+                             if n + lo + jj >= 0]
+                    if not terms:               # P_j = 0 for every j ≥ −n: h_{n+hi} = 0
+                        X[n + hi] = 0
+                        continue
+                    acc = terms[0][0] * X[terms[0][1]]
+                    for r, m in terms[1:]:
+                        acc += r * X[m]
+                    X[n + hi] = acc
             H[:, cols] = X
         return H
