@@ -119,15 +119,6 @@ def checked_recurrence(f, annihilator: str | None) -> HermiteRecurrence | None:
     return rec if np.all(drift <= 1e-15) else rec.with_dtype(np.longdouble)
 
 
-def multiply_by_z(H: np.ndarray) -> np.ndarray:
-    """Coefficients of z·g from those of g (rows 0..K): √(n+1) h_{n+1} + √n h_{n−1}
-    (docs/math.md §10, multiplication); one row fewer, as row K would need h_{K+1}."""
-    n = np.arange(H.shape[0] - 1, dtype=float)[:, None]
-    out = np.sqrt(n + 1) * H[1:]
-    out[1:] += np.sqrt(n[1:]) * H[:-2]
-    return out
-
-
 TAIL_FLOOR = 1e-15
 
 

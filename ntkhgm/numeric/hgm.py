@@ -233,16 +233,11 @@ class HGMEvaluator:
         z^p f(√a z); and a mask of the paths whose truncation bound meets the tolerance."""
         rs = self.rs
         coef, tails = {}, {}
-        powers = sorted(set(rs.p) | set(rs.q))
-        # z^p g has coefficients M^p h (docs/math.md §10): one set of coefficients for all p
-        H, _ = self.coefficients(vals, kmax + powers[-1])
-        for p in range(powers[-1] + 1):
-            if p in powers:
-                norm = np.where(vals > 0, vals, 1.0) ** p
-                sec = expect_1d(lambda u, p=p: (u ** p * self.f(u)) ** 2, vals) / norm ** 2
-                coef[p] = H[: kmax + 1]
-                tails[p] = hs.tail_norms(coef[p], np.atleast_1d(sec))[-1]
-            H = hs.multiply_by_z(H)
+        for p in sorted(set(rs.p) | set(rs.q)):
+            H, sec = hs.hermite_coefficients(lambda u, p=p: u ** p * self.f(u), vals, kmax)
+            norm = np.where(vals > 0, vals, 1.0) ** p
+            coef[p] = H / norm
+            tails[p] = hs.tail_norms(coef[p], sec / norm ** 2)[-1]
         j = [m[1] for m in self.system.std_monomials]
         g = np.empty((ia.size, rs.rank))
         ok = np.ones(ia.size, dtype=bool)
