@@ -29,6 +29,23 @@ def sqrt_product(a, b) -> np.ndarray:
     1 − ρ near ρ = 1 loses all its digits.
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    with np.errstate(under="ignore", over="ignore"):
+        ab = a * b
+    # where a·b is a normal number, √(fl(ab)) is the value below bit for bit (scaling by
+    # powers of two commutes with rounding); only the rest goes through frexp/ldexp
+    normal = (ab >= 4 * np.finfo(float).tiny) & (ab <= np.finfo(float).max)
+    if np.all(normal):
+        return np.sqrt(ab)
+    out = np.sqrt(np.where(normal, ab, 1.0))
+    rest = ~normal
+    out[rest] = _sqrt_product_scaled(a[rest] if a.shape == out.shape else
+                                     np.broadcast_to(a, out.shape)[rest],
+                                     b[rest] if b.shape == out.shape else
+                                     np.broadcast_to(b, out.shape)[rest])
+    return out
+
+
+def _sqrt_product_scaled(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ma, ea = np.frexp(a)
     mb, eb = np.frexp(b)
     e = ea + eb

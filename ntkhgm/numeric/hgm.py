@@ -97,10 +97,22 @@ class HGMEvaluator:
         # Hermite coefficients by the annihilator's recurrence where it has one (docs/math.md
         # §10), else by quadrature: decided here, once
         self.recurrence = hs.checked_recurrence(f, annihilator)
+        self._memo: dict = {}
 
     def coefficients(self, vals: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
-        """h_n(a), n ≤ kmax, and E f², for the distinct √a in ``vals`` (docs/math.md §8, §10)."""
-        return hs.hermite_coefficients(self.f, vals, kmax, self.recurrence)
+        """h_n(a), n ≤ kmax, and E f², for the distinct √a in ``vals`` (docs/math.md §8, §10).
+
+        A few variances at a time (the Chebyshev nodes of one variance, asked for again and
+        again) are remembered: a column depends on its variance only, so this is exact."""
+        if vals.size > 4:
+            return hs.hermite_coefficients(self.f, vals, kmax, self.recurrence)
+        key = (kmax, vals.tobytes())
+        if key not in self._memo:
+            if len(self._memo) >= 16:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[key] = hs.hermite_coefficients(self.f, vals, kmax, self.recurrence)
+        H, second = self._memo[key]
+        return H.copy(), second.copy()
 
     def end_system(self, end: int) -> tuple[EndSystem, np.ndarray] | None:
         """The system at ρ = end in t = 1 − end·ρ, sheared (docs/math.md §9), and the
