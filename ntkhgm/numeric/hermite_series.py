@@ -133,19 +133,30 @@ def tail_norms(H: np.ndarray, second: np.ndarray) -> np.ndarray:
                       TAIL_FLOOR * second[None, :])
 
 
-def terms_needed(rho: np.ndarray, tail_a: np.ndarray, tail_b: np.ndarray, scale: np.ndarray,
-                 tol: float, bins=K_BINS) -> np.ndarray:
-    """The smallest K in ``bins`` whose truncation bound is ≤ tol·scale; −1 if none.
+def log_tail_ratios(T: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """U = ½ log(T_K / E f²) per variance (rows: the K of T), the per-variance half of
+    the truncation bound in :func:`terms_needed`; −inf where E f² = 0 (f vanishes)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(second > 0, 0.5 * np.log(T / np.where(second > 0, second, 1.0)),
+                        -np.inf)
 
-    ``tail_a``/``tail_b`` are T_K at the bins for each pair, shape (len(bins), pairs).
+
+def terms_needed(log_rho: np.ndarray, ia: np.ndarray, ib: np.ndarray, U: np.ndarray,
+                 tol: float, bins=K_BINS) -> np.ndarray:
+    """The smallest K in ``bins`` whose truncation bound |ρ|^{K+1} √(T_K(a) T_K(b)) is
+    ≤ tol·√(E f(a)² E f(b)²) (module docstring); −1 if none.
+
+    In logarithms: (K+1)·log|ρ| + U_K(a) + U_K(b) ≤ log tol with U from
+    :func:`log_tail_ratios` (rows: the bins), gathered per pair by ia, ib.
     """
-    absr = np.abs(rho)
-    need = np.full(rho.shape, -1, dtype=int)
+    need = np.full(log_rho.shape, -1, dtype=int)
+    log_tol = np.log(tol)
     for i in range(len(bins) - 1, -1, -1):
         k = bins[i]
-        with np.errstate(under="ignore"):
-            bound = absr ** (k + 1) * np.sqrt(tail_a[i] * tail_b[i])
-        need[bound <= tol * scale] = k
+        bound = (k + 1) * log_rho
+        bound += U[i].take(ia)
+        bound += U[i].take(ib)
+        need[bound <= log_tol] = k
     return need
 
 

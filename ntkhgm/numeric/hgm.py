@@ -277,7 +277,7 @@ class HGMEvaluator:
             self.regions["|ρ| ≤ 0.9, one variance: Chebyshev in θ"] += int(np.sum(
                 np.abs(np.cos(theta[rest])) <= CHEB_RHO))
         else:
-            vals, inv = np.unique(both, return_inverse=True)
+            vals, inv = unique_inverse(both)
             out[rest] = self._general(sa[rest], sb[rest], theta[rest], vals, inv)
         return out.reshape(shape)
 
@@ -287,23 +287,31 @@ class HGMEvaluator:
         rho = np.cos(theta)
         H, second = self.coefficients(vals, bins[-1])
         T = hs.tail_norms(H, second)[list(bins)]
-        scale = np.sqrt(second[ia] * second[ib])
-        need = hs.terms_needed(rho, T[:, ia], T[:, ib], scale, 0.1 * self.tol, bins)
+        U = hs.log_tail_ratios(T, second)
+        with np.errstate(divide="ignore"):
+            log_rho = np.log(np.abs(rho))
+        need = hs.terms_needed(log_rho, ia, ib, U, 0.1 * self.tol, bins)
         out = np.full(sa.size, np.nan)
-        for k in bins:
-            m = need == k
-            if np.any(m):
-                out[m] = hs.series_sum(H, ia[m], ib[m], rho[m], k)
-                self.regions[f"Mehler series, {k} terms"] += int(np.sum(m))
+        # the pairs grouped by their number of terms: one stable sort of small integers
+        order = np.argsort(need, kind="stable")
+        edges = np.searchsorted(need[order], list(bins) + [bins[-1] + 1])
+        for k, lo, hi in zip(bins, edges[:-1], edges[1:], strict=True):
+            if hi > lo:
+                sel = order[lo:hi]
+                out[sel] = hs.series_sum(H, ia[sel], ib[sel], rho[sel], k)
+                self.regions[f"Mehler series, {k} terms"] += int(hi - lo)
         # what 2048 terms could reach, with the tails extrapolated geometrically from the
         # last two bins: optimistic for the algebraic decay of a kink, so a pair that fails
         # even this is not worth coefficients that far (its paths come first)
+        self._far_bound = np.full(sa.size, np.inf)
+        far = order[: edges[0]]
         with np.errstate(under="ignore", divide="ignore", invalid="ignore"):
             decay = np.minimum(T[-1] / T[-2], 1.0) if len(bins) > 1 else np.ones(T.shape[1])
             steps = (hs.K_BINS_FAR[-1] - bins[-1]) / (bins[-1] - bins[-2]) if len(bins) > 1 else 0
             far_tail = T[-1] * decay ** steps
-            self._far_bound = (np.abs(rho) ** (hs.K_BINS_FAR[-1] + 1)
-                               * np.sqrt(far_tail[ia] * far_tail[ib]) / scale)
+            scale = np.sqrt(second[ia[far]] * second[ib[far]])
+            self._far_bound[far] = (np.abs(rho[far]) ** (hs.K_BINS_FAR[-1] + 1)
+                                    * np.sqrt(far_tail[ia[far]] * far_tail[ib[far]]) / scale)
         return out
 
     def _general(self, sa, sb, theta, vals, inv):
@@ -390,6 +398,25 @@ class HGMEvaluator:
         if np.any(~inner):
             out[~inner] = direct(theta[~inner])
         return out
+
+
+def unique_inverse(x: np.ndarray, sample: int = 1 << 14) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(x, return_inverse=True) for a long x with few distinct values (the
+    variances of a kernel's pairs): the distinct values of a fixed pseudo-random sample,
+    completed by those the sample missed, then one binary search per entry — instead
+    of sorting all of x.  The result is the same."""
+    if x.size <= 4 * sample:
+        return np.unique(x, return_inverse=True)
+    pick = np.random.default_rng(0).integers(0, x.size, sample)
+    vals = np.unique(x[pick])
+    inv = np.minimum(np.searchsorted(vals, x), vals.size - 1)
+    miss = vals[inv] != x
+    if np.count_nonzero(miss) > x.size // 16:       # many distinct values: sort them all
+        return np.unique(x, return_inverse=True)
+    if np.any(miss):
+        vals = np.union1d(vals, x[miss])
+        inv = np.searchsorted(vals, x)
+    return vals, inv
 
 
 def _second(f, sa):
