@@ -94,7 +94,7 @@ def checked_recurrence(f, annihilator: str | None) -> HermiteRecurrence | None:
     a ∈ {0.1, 1, 10}) to 1e-12 of their ℓ² norm: an operator that kills f only away from
     the kink, not as a distribution, gives a wrong recurrence and is caught here.  Run in
     float64 unless that drifts from a long-double run by more than 1e-15 of the norm
-    over 512 terms at a = 0.01, 1, 64 (ReSin′, GELU, GELU′: R_j's rounding fed through
+    over 256 terms at a = 0.01, 1, 64 (ReSin′, GELU, GELU′: R_j's rounding fed through
     slowly decaying solutions); then in long double.
     """
     rec = HermiteRecurrence.from_annihilator(annihilator) if annihilator is not None else None
@@ -111,7 +111,7 @@ def checked_recurrence(f, annihilator: str | None) -> HermiteRecurrence | None:
         return None
     sa = np.sqrt(np.array([0.01, 1.0, 64.0]))
     start = np.minimum(rec.start(sa), 64)
-    H = np.zeros((513, sa.size))
+    H = np.zeros((257, sa.size))
     H[: int(start.max()) + rec.hi], _ = hermite_coefficients(f, sa, int(start.max()) + rec.hi - 1)
     double = rec.run(H.copy(), sa, start)
     longd = rec.with_dtype(np.longdouble).run(H.copy(), sa, start)
