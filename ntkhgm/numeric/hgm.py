@@ -40,15 +40,32 @@ import numpy as np
 
 from ..errors import IntegrationError, SingularityError
 from . import hermite_series as hs
-from .pfaffian_ode import (
-    EndPathEvaluator,
-    EndSystem,
-    PathEvaluator,
-    RhoSystem,
-    integrate_paths,
-    integrate_to_end,
-)
 from .quadrature import degenerate_first, expect_1d, expect_2d
+
+
+class _OnFirstUse:
+    """A name of :mod:`.pfaffian_ode`, imported when first used: it imports sympy and
+    scipy.integrate (~0.5 s), which calls served by the series alone never need."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def _target(self):
+        from . import pfaffian_ode
+
+        return getattr(pfaffian_ode, self._name)
+
+    def __call__(self, *args, **kwargs):
+        return self._target()(*args, **kwargs)
+
+    def __getattr__(self, attr):
+        return getattr(self._target(), attr)
+
+
+(EndPathEvaluator, EndSystem, PathEvaluator, RhoSystem, integrate_paths,
+ integrate_to_end) = (_OnFirstUse(name) for name in (
+    "EndPathEvaluator", "EndSystem", "PathEvaluator", "RhoSystem", "integrate_paths",
+    "integrate_to_end"))
 
 DEFAULT_TOL = 1e-13
 CHEB_RHO = 0.9
