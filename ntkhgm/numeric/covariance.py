@@ -28,7 +28,7 @@ def sqrt_product(a, b) -> np.ndarray:
     exactly.  √a·√b would round twice: √(ab) must be exactly a when a = b, or
     1 − ρ near ρ = 1 loses all its digits.
     """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=float), np.asarray(b, dtype=float))
     with np.errstate(under="ignore", over="ignore"):
         ab = a * b
     # where a·b is a normal number, √(fl(ab)) is the value below bit for bit (scaling by
@@ -36,13 +36,10 @@ def sqrt_product(a, b) -> np.ndarray:
     normal = (ab >= 4 * np.finfo(float).tiny) & (ab <= np.finfo(float).max)
     if np.all(normal):
         return np.sqrt(ab)
-    out = np.sqrt(np.where(normal, ab, 1.0))
+    out = np.asarray(np.sqrt(np.where(normal, ab, 1.0)))
     rest = ~normal
-    out[rest] = _sqrt_product_scaled(a[rest] if a.shape == out.shape else
-                                     np.broadcast_to(a, out.shape)[rest],
-                                     b[rest] if b.shape == out.shape else
-                                     np.broadcast_to(b, out.shape)[rest])
-    return out
+    out[rest] = _sqrt_product_scaled(a[rest], b[rest])
+    return out[()] if out.ndim == 0 else out
 
 
 def _sqrt_product_scaled(a: np.ndarray, b: np.ndarray) -> np.ndarray:

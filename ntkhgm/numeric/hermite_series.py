@@ -180,3 +180,28 @@ def series_sum(H: np.ndarray, ia: np.ndarray, ib: np.ndarray, rho: np.ndarray, k
             acc += term
         out[sl] = acc
     return out
+
+
+def chebyshev_sum(coef: np.ndarray, x: np.ndarray, block: int = 8192) -> np.ndarray:
+    """Σ_k coef_k T_k(x) by Clenshaw, over blocks of points that stay in cache: the same
+    elementwise steps as ``numpy.polynomial.chebyshev.chebval`` (so the same values, bit
+    for bit), without a pass over the whole array per coefficient (docs/math.md §8)."""
+    x = np.asarray(x, dtype=float)
+    out = np.empty(x.shape)
+    flat, res = x.reshape(-1), out.reshape(-1)
+    if len(coef) < 3:
+        return np.polynomial.chebyshev.chebval(x, coef)
+    for lo in range(0, flat.size, block):
+        xb = flat[lo:lo + block]
+        x2 = 2 * xb
+        c0 = np.full(xb.shape, coef[-2])
+        c1 = np.full(xb.shape, coef[-1])
+        buf = np.empty_like(xb)
+        for i in range(3, len(coef) + 1):
+            np.multiply(c1, x2, out=buf)
+            buf += c0                           # the new c1 = c0 + c1·2x
+            np.subtract(coef[-i], c1, out=c0)   # the new c0 = c_{−i} − c1
+            c1, buf = buf, c1
+        res[lo:lo + block] = c0 + c1 * xb
+    return out
+

@@ -407,7 +407,7 @@ class HGMEvaluator:
             approx = np.polynomial.chebyshev.chebval(xc, coef)
             if np.max(np.abs(approx - vals[degree:])) <= self.tol * np.max(np.abs(vals)):
                 x_inner = (theta[inner] - np.pi / 2) / (np.pi / 2 - lo)
-                out[inner] = np.polynomial.chebyshev.chebval(x_inner, coef)
+                out[inner] = hs.chebyshev_sum(coef, x_inner)
                 done = True
                 break
         if not done:
