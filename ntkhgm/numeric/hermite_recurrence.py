@@ -10,9 +10,9 @@ so an annihilator Σ κ_ab u^a ∂u^b of f (a distribution identity) gives, afte
 multiplying by s^B (B the order), Σ_j P_j(n, s) c_{n+j} = 0 for every n ≥ 0:
 one recurrence, with coefficients polynomial in n and s, for all variances.  It
 is run forward on the normalised h_n = c_n/√(n!) from the first n0(s) + J
-coefficients, which come from quadrature; n0 ≈ a lies past the hump of the
-entire-function branch s^n/√(n!), beyond which no solution of the recurrence
-grows, so rounding stays at the level of the ℓ² norm (§10).
+coefficients, which come from quadrature; n0 lies past the humps (s^n/√(n!) of an
+entire function's branch, at n ≈ a) beyond which no solution of the recurrence
+grows faster than algebraically, so rounding stays at the level of the ℓ² norm (§10).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import numpy as np
 
 from ..algebra.annihilator import Annihilator, parse_annihilator
 
-# a sequence operator: {(shift j, power of s): coefficients of a polynomial in n, low first}
 S_STEP = 0.25
 S_GRID = 2.0 ** np.arange(-8.0, 8.0 + S_STEP / 2, S_STEP)   # s = √a from 0.004 to 256
 N_GRID = 2 ** np.arange(2, 13)                                # 4 … 4096
 
+# a sequence operator: {(shift j, power of s): coefficients of a polynomial in n, low first}
 SeqOp = dict[tuple[int, int], list[Fraction]]
 
 
