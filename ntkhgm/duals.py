@@ -185,8 +185,9 @@ def _holonomic(mode: str):
         tol = DEFAULT_TOL if tol is None else float(tol)
         key = (act.name, derivative, tol, id(system), mode)
         if key not in _HOLONOMIC_EVALUATORS:
-            _HOLONOMIC_EVALUATORS[key] = HGMEvaluator(act.function(derivative), system,
-                                                      tol=tol, mode=mode)
+            _HOLONOMIC_EVALUATORS[key] = HGMEvaluator(
+                act.function(derivative), system, tol=tol, mode=mode,
+                annihilator=act.annihilator_of(derivative))
         _LAST_EVALUATOR[act.name, derivative, mode] = _HOLONOMIC_EVALUATORS[key]
         return check_finite(_HOLONOMIC_EVALUATORS[key](a, b, c), a, b, c)
 

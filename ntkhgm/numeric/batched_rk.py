@@ -14,14 +14,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.integrate._ivp import dop853_coefficients as _dop
 
 from ..errors import IntegrationError
 
-_STAGES = _dop.N_STAGES
-_A = _dop.A[:_STAGES, :_STAGES]
-_B = _dop.B
-_C = _dop.C[:_STAGES]
+# Dormand–Prince 8(5,3): the coefficients of scipy's DOP853 (imported on first use:
+# scipy.integrate costs ~0.2 s that series-only evaluation never needs)
+_TABLEAU: tuple = ()
+
+
+def _tableau() -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    global _TABLEAU
+    if not _TABLEAU:
+        from scipy.integrate._ivp import dop853_coefficients as dop
+
+        n = dop.N_STAGES
+        _TABLEAU = (n, dop.A[:n, :n], dop.B, dop.C[:n])
+    return _TABLEAU
 
 # rhs(tau, y, idx) -> dy/dτ for the paths idx (y has shape (len(idx), r))
 RHS = Callable[[float, np.ndarray, np.ndarray], np.ndarray]
@@ -41,13 +49,14 @@ def _run(rhs: RHS, y0: np.ndarray, idx: np.ndarray, nsteps: int) -> np.ndarray:
     y = y0.copy()
     carry = np.zeros_like(y)     # compensated (Kahan) sum of the steps: rounding ε|y|, not ε|y|√n
     h = 1.0 / nsteps
-    k = np.empty((_STAGES,) + y.shape)
+    stages, A, B, C = _tableau()
+    k = np.empty((stages,) + y.shape)
     for step in range(nsteps):
         t = step * h
-        for s in range(_STAGES):
-            ys = y + h * _combine(_A[s, :s], k) if s else y
-            k[s] = rhs(t + _C[s] * h, ys, idx)
-        inc = h * _combine(_B, k) - carry
+        for s in range(stages):
+            ys = y + h * _combine(A[s, :s], k) if s else y
+            k[s] = rhs(t + C[s] * h, ys, idx)
+        inc = h * _combine(B, k) - carry
         new = y + inc
         carry = (new - y) - inc
         y = new

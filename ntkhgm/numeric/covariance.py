@@ -28,7 +28,21 @@ def sqrt_product(a, b) -> np.ndarray:
     exactly.  √a·√b would round twice: √(ab) must be exactly a when a = b, or
     1 − ρ near ρ = 1 loses all its digits.
     """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=float), np.asarray(b, dtype=float))
+    with np.errstate(under="ignore", over="ignore"):
+        ab = a * b
+    # where a·b is a normal number, √(fl(ab)) is the value below bit for bit (scaling by
+    # powers of two commutes with rounding); only the rest goes through frexp/ldexp
+    normal = (ab >= 4 * np.finfo(float).tiny) & (ab <= np.finfo(float).max)
+    if np.all(normal):
+        return np.sqrt(ab)
+    out = np.asarray(np.sqrt(np.where(normal, ab, 1.0)))
+    rest = ~normal
+    out[rest] = _sqrt_product_scaled(a[rest], b[rest])
+    return out[()] if out.ndim == 0 else out
+
+
+def _sqrt_product_scaled(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ma, ea = np.frexp(a)
     mb, eb = np.frexp(b)
     e = ea + eb

@@ -18,7 +18,8 @@ from functools import cache
 
 import numpy as np
 
-from .quadrature import composite_rule, expect_1d
+from .hermite_recurrence import HermiteRecurrence
+from .quadrature import composite_rule
 
 Z_SERIES = 15.0   # ψ_n(z)·√φ(z) with √φ(15) ≈ 5e-25: beyond any K used here
 K_BINS = (8, 16, 32, 64, 128, 256)
@@ -44,24 +45,78 @@ def _hermite_table(kmax: int, width: float, n: int = 16) -> tuple[np.ndarray, np
     return z, q
 
 
-def hermite_coefficients(f, sa: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
+def _rule_width(sa: np.ndarray, nmax: np.ndarray) -> np.ndarray:
+    """Panel width resolving He_n, n ≤ nmax (period ~2π/√(2n+1)), and σ(√a z), whose
+    features (a period, erf's step) have widths ~1/√a; rounded down to a power of two so
+    that few tables serve all variances."""
+    width = np.minimum(np.minimum(1.0, 2 * np.pi / np.sqrt(2 * nmax + 1.0)),
+                       2.0 / np.maximum(sa, 1e-300))
+    return 2.0 ** np.floor(np.log2(width))
+
+
+def hermite_coefficients(f, sa: np.ndarray, kmax: int,
+                         recurrence: HermiteRecurrence | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """h_n(sa²) for n = 0..kmax (shape (kmax+1, len(sa))) and the second moments E f(sa z)².
 
-    f must be smooth except at 0.
+    f must be smooth except at 0.  With a ``recurrence`` (docs/math.md §10) only the first
+    n0(s) + J coefficients come from quadrature, the rest from the recurrence; without
+    one, all of them.  Either way a column depends on its own variance only.
     """
     sa = np.asarray(sa, dtype=float)
-    # a rule per variance (widths rounded to powers of two: a few tables, each built once),
-    # so that a coefficient does not depend on the other variances of the batch
-    width = np.minimum(min(1.0, 2 * np.pi / np.sqrt(2 * kmax + 1)),
-                       2 * np.pi / np.maximum(sa, 1e-300))
-    width = 2.0 ** np.floor(np.log2(width))
-    H = np.empty((kmax + 1, sa.size))
-    for w in np.unique(width):
-        m = width == w
-        z, q = _hermite_table(kmax, float(w))
-        H[:, m] = q @ f(sa[m][None, :] * z[:, None])
-    second = expect_1d(lambda u: f(u) ** 2, sa)
-    return H, np.atleast_1d(second)
+    # coefficients from quadrature per variance: all, or those the recurrence starts from
+    nq = np.full(sa.size, kmax + 1)
+    if recurrence is not None:
+        n0 = recurrence.start(sa)
+        nq = np.minimum(nq, np.maximum(n0, 0) + recurrence.hi)
+    width = _rule_width(sa, nq - 1)
+    H = np.zeros((kmax + 1, sa.size))
+    second = np.empty(sa.size)
+    for key in np.unique(np.stack([width, nq]), axis=1).T:
+        w, m_q = float(key[0]), int(key[1])
+        m = (width == w) & (nq == m_q)
+        z, q = _hermite_table(m_q - 1, w)
+        F = f(sa[m][:, None] * z[None, :])
+        # einsum, not BLAS: each sum over the nodes in one fixed order, whatever the batch
+        # (a GEMM's rounding depends on the number of columns)
+        H[:m_q, m] = np.einsum("vq,kq->kv", F, q)
+        second[m] = np.einsum("vq,vq,q->v", F, F, q[0])
+    if recurrence is not None and np.any(nq <= kmax):
+        r = nq <= kmax
+        H[:, r] = recurrence.run(H[:, r], sa[r], n0[r])
+    return H, second
+
+
+def checked_recurrence(f, annihilator: str | None) -> HermiteRecurrence | None:
+    """The recurrence of ``annihilator`` (docs/math.md §10), checked once.
+
+    None unless it reproduces f's own Hermite coefficients by quadrature (n ≤ 40,
+    a ∈ {0.1, 1, 10}) to 1e-12 of their ℓ² norm: an operator that kills f only away from
+    the kink, not as a distribution, gives a wrong recurrence and is caught here.  Run in
+    float64 unless that drifts from a long-double run by more than 1e-15 of the norm
+    over 256 terms at a = 0.01, 1, 64 (ReSin′, GELU, GELU′: R_j's rounding fed through
+    slowly decaying solutions); then in long double.
+    """
+    rec = HermiteRecurrence.from_annihilator(annihilator) if annihilator is not None else None
+    if rec is None:
+        return None
+    sa = np.sqrt(np.array([0.1, 1.0, 10.0]))
+    ref, _ = hermite_coefficients(f, sa, 40)
+    H = ref.copy()
+    n0 = np.full(sa.size, max(rec.first, 0))
+    H[n0[0] + rec.hi:] = np.nan
+    H = rec.run(H, sa, n0)
+    err = np.max(np.abs(H - ref), axis=0) / np.linalg.norm(ref, axis=0)
+    if not np.all(err <= 1e-12):
+        return None
+    sa = np.sqrt(np.array([0.01, 1.0, 64.0]))
+    start = np.minimum(rec.start(sa), 64)
+    H = np.zeros((257, sa.size))
+    H[: int(start.max()) + rec.hi], _ = hermite_coefficients(f, sa, int(start.max()) + rec.hi - 1)
+    double = rec.run(H.copy(), sa, start)
+    longd = rec.with_dtype(np.longdouble).run(H.copy(), sa, start)
+    drift = np.max(np.abs(double - longd), axis=0) / np.linalg.norm(longd, axis=0)
+    return rec if np.all(drift <= 1e-15) else rec.with_dtype(np.longdouble)
 
 
 def times_z(H: np.ndarray) -> np.ndarray:
@@ -87,35 +142,75 @@ def tail_norms(H: np.ndarray, second: np.ndarray) -> np.ndarray:
                       TAIL_FLOOR * second[None, :])
 
 
-def terms_needed(rho: np.ndarray, tail_a: np.ndarray, tail_b: np.ndarray, scale: np.ndarray,
-                 tol: float, bins=K_BINS) -> np.ndarray:
-    """The smallest K in ``bins`` whose truncation bound is ≤ tol·scale; −1 if none.
+def log_tail_ratios(T: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """U = ½ log(T_K / E f²) per variance (rows: the K of T), the per-variance half of
+    the truncation bound in :func:`terms_needed`; −inf where E f² = 0 (f vanishes)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(second > 0, 0.5 * np.log(T / np.where(second > 0, second, 1.0)),
+                        -np.inf)
 
-    ``tail_a``/``tail_b`` are T_K at the bins for each pair, shape (len(bins), pairs).
+
+def terms_needed(log_rho: np.ndarray, ia: np.ndarray, ib: np.ndarray, U: np.ndarray,
+                 tol: float, bins=K_BINS) -> np.ndarray:
+    """The smallest K in ``bins`` whose truncation bound |ρ|^{K+1} √(T_K(a) T_K(b)) is
+    ≤ tol·√(E f(a)² E f(b)²) (module docstring); −1 if none.
+
+    In logarithms: (K+1)·log|ρ| + U_K(a) + U_K(b) ≤ log tol with U from
+    :func:`log_tail_ratios` (rows: the bins), gathered per pair by ia, ib.
     """
-    absr = np.abs(rho)
-    need = np.full(rho.shape, -1, dtype=int)
+    need = np.full(log_rho.shape, -1, dtype=int)
+    log_tol = np.log(tol)
     for i in range(len(bins) - 1, -1, -1):
         k = bins[i]
-        with np.errstate(under="ignore"):
-            bound = absr ** (k + 1) * np.sqrt(tail_a[i] * tail_b[i])
-        need[bound <= tol * scale] = k
+        bound = (k + 1) * log_rho
+        bound += U[i].take(ia)
+        bound += U[i].take(ib)
+        need[bound <= log_tol] = k
     return need
 
 
 def series_sum(H: np.ndarray, ia: np.ndarray, ib: np.ndarray, rho: np.ndarray, k: int,
-               chunk: int = 1 << 16, H2: np.ndarray | None = None) -> np.ndarray:
-    """Σ_{n≤k} ρⁿ h_n(a) g_n(b) by Horner, vectorised over pairs (ia, ib index the columns
-    of H and of H2, the coefficients of the second function; default H2 = H)."""
+               block: int = 8192, H2: np.ndarray | None = None) -> np.ndarray:
+    """Σ_{n≤k} ρⁿ h_n(a) g_n(b) by Horner (docs/math.md §8), over blocks of pairs that stay
+    in cache; ia, ib index the columns of H and of H2, the coefficients of the second
+    function (default H2 = H).  Per term only the rows H[n], H2[n] (one value per distinct
+    variance) are gathered; every pair sees the same elementwise operations in the same
+    order, so its value does not depend on the block or batch it lands in."""
     H2 = H if H2 is None else H2
     out = np.empty(rho.size)
-    for lo in range(0, rho.size, chunk):
-        sl = slice(lo, lo + chunk)
+    for lo in range(0, rho.size, block):
+        sl = slice(lo, lo + block)
         r, i, j = rho[sl], ia[sl], ib[sl]
-        Hi, Hj = H[: k + 1, i], H2[: k + 1, j]
-        acc = Hi[k] * Hj[k]
+        acc = H[k].take(i) * H2[k].take(j)
+        term = np.empty_like(acc)
         for n in range(k - 1, -1, -1):
             acc *= r
-            acc += Hi[n] * Hj[n]
+            np.multiply(H[n].take(i), H2[n].take(j), out=term)
+            acc += term
         out[sl] = acc
     return out
+
+
+def chebyshev_sum(coef: np.ndarray, x: np.ndarray, block: int = 8192) -> np.ndarray:
+    """Σ_k coef_k T_k(x) by Clenshaw, over blocks of points that stay in cache: the same
+    elementwise steps as ``numpy.polynomial.chebyshev.chebval`` (so the same values, bit
+    for bit), without a pass over the whole array per coefficient (docs/math.md §8)."""
+    x = np.asarray(x, dtype=float)
+    out = np.empty(x.shape)
+    flat, res = x.reshape(-1), out.reshape(-1)
+    if len(coef) < 3:
+        return np.polynomial.chebyshev.chebval(x, coef)
+    for lo in range(0, flat.size, block):
+        xb = flat[lo:lo + block]
+        x2 = 2 * xb
+        c0 = np.full(xb.shape, coef[-2])
+        c1 = np.full(xb.shape, coef[-1])
+        buf = np.empty_like(xb)
+        for i in range(3, len(coef) + 1):
+            np.multiply(c1, x2, out=buf)
+            buf += c0                           # the new c1 = c0 + c1·2x
+            np.subtract(coef[-i], c1, out=c0)   # the new c0 = c_{−i} − c1
+            c1, buf = buf, c1
+        res[lo:lo + block] = c0 + c1 * xb
+    return out
+

@@ -99,7 +99,8 @@ def _moments(f, sa: np.ndarray, pmax: int) -> np.ndarray:
 class HGMEvaluator:
     """Dual activation D_f(a, b, c) of one function f (σ or σ') with its Pfaffian system."""
 
-    def __init__(self, f, system, *, tol: float = DEFAULT_TOL, mode: str = "auto"):
+    def __init__(self, f, system, *, tol: float = DEFAULT_TOL, mode: str = "auto",
+                 annihilator: str | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.f = f
@@ -111,6 +112,25 @@ class HGMEvaluator:
         self.regions: Counter = Counter()
         self._far_bound = np.empty(0)
         self._trust_end: bool | None = None
+        # Hermite coefficients by the annihilator's recurrence where it has one (docs/math.md
+        # §10), else by quadrature: decided here, once
+        self.recurrence = hs.checked_recurrence(f, annihilator)
+        self._memo: dict = {}
+
+    def coefficients(self, vals: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
+        """h_n(a), n ≤ kmax, and E f², for the distinct √a in ``vals`` (docs/math.md §8, §10).
+
+        A few variances at a time (the Chebyshev nodes of one variance, asked for again and
+        again) are remembered: a column depends on its variance only, so this is exact."""
+        if vals.size > 4:
+            return hs.hermite_coefficients(self.f, vals, kmax, self.recurrence)
+        key = (kmax, vals.tobytes())
+        if key not in self._memo:
+            if len(self._memo) >= 16:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[key] = hs.hermite_coefficients(self.f, vals, kmax, self.recurrence)
+        H, second = self._memo[key]
+        return H.copy(), second.copy()
 
     def end_system(self, end: int) -> tuple[EndSystem, np.ndarray] | None:
         """The system at ρ = end in t = 1 − end·ρ, sheared (docs/math.md §9), and the
@@ -327,7 +347,7 @@ class HGMEvaluator:
             self.regions["|ρ| ≤ 0.9, one variance: Chebyshev in θ"] += int(np.sum(
                 np.abs(np.cos(theta[rest])) <= CHEB_RHO))
         else:
-            vals, inv = np.unique(both, return_inverse=True)
+            vals, inv = unique_inverse(both)
             out[rest] = self._general(sa[rest], sb[rest], theta[rest], vals, inv)
         return out.reshape(shape)
 
@@ -335,25 +355,33 @@ class HGMEvaluator:
         """Mehler series where it converges within max(bins) terms; NaN elsewhere."""
         ia, ib = inv[: sa.size], inv[sa.size:]
         rho = np.cos(theta)
-        H, second = hs.hermite_coefficients(self.f, vals, bins[-1])
+        H, second = self.coefficients(vals, bins[-1])
         T = hs.tail_norms(H, second)[list(bins)]
-        scale = np.sqrt(second[ia] * second[ib])
-        need = hs.terms_needed(rho, T[:, ia], T[:, ib], scale, 0.1 * self.tol, bins)
+        U = hs.log_tail_ratios(T, second)
+        with np.errstate(divide="ignore"):
+            log_rho = np.log(np.abs(rho))
+        need = hs.terms_needed(log_rho, ia, ib, U, 0.1 * self.tol, bins)
         out = np.full(sa.size, np.nan)
-        for k in bins:
-            m = need == k
-            if np.any(m):
-                out[m] = hs.series_sum(H, ia[m], ib[m], rho[m], k)
-                self.regions[f"Mehler series, {k} terms"] += int(np.sum(m))
+        # the pairs grouped by their number of terms: one stable sort of small integers
+        order = np.argsort(need, kind="stable")
+        edges = np.searchsorted(need[order], list(bins) + [bins[-1] + 1])
+        for k, lo, hi in zip(bins, edges[:-1], edges[1:], strict=True):
+            if hi > lo:
+                sel = order[lo:hi]
+                out[sel] = hs.series_sum(H, ia[sel], ib[sel], rho[sel], k)
+                self.regions[f"Mehler series, {k} terms"] += int(hi - lo)
         # what 2048 terms could reach, with the tails extrapolated geometrically from the
         # last two bins: optimistic for the algebraic decay of a kink, so a pair that fails
         # even this is not worth coefficients that far (its paths come first)
+        self._far_bound = np.full(sa.size, np.inf)
+        far = order[: edges[0]]
         with np.errstate(under="ignore", divide="ignore", invalid="ignore"):
             decay = np.minimum(T[-1] / T[-2], 1.0) if len(bins) > 1 else np.ones(T.shape[1])
             steps = (hs.K_BINS_FAR[-1] - bins[-1]) / (bins[-1] - bins[-2]) if len(bins) > 1 else 0
             far_tail = T[-1] * decay ** steps
-            self._far_bound = (np.abs(rho) ** (hs.K_BINS_FAR[-1] + 1)
-                               * np.sqrt(far_tail[ia] * far_tail[ib]) / scale)
+            scale = np.sqrt(second[ia[far]] * second[ib[far]])
+            self._far_bound[far] = (np.abs(rho[far]) ** (hs.K_BINS_FAR[-1] + 1)
+                                    * np.sqrt(far_tail[ia[far]] * far_tail[ib[far]]) / scale)
         return out
 
     def _general(self, sa, sb, theta, vals, inv):
@@ -465,7 +493,7 @@ class HGMEvaluator:
             approx = np.polynomial.chebyshev.chebval(xc, coef)
             if np.max(np.abs(approx - vals[degree:])) <= self.tol * np.max(np.abs(vals)):
                 x_inner = (theta[inner] - np.pi / 2) / (np.pi / 2 - lo)
-                out[inner] = np.polynomial.chebyshev.chebval(x_inner, coef)
+                out[inner] = hs.chebyshev_sum(coef, x_inner)
                 done = True
                 break
         if not done:
@@ -473,6 +501,25 @@ class HGMEvaluator:
         if np.any(~inner):
             out[~inner] = direct(theta[~inner])
         return out
+
+
+def unique_inverse(x: np.ndarray, sample: int = 1 << 14) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(x, return_inverse=True) for a long x with few distinct values (the
+    variances of a kernel's pairs): the distinct values of a fixed pseudo-random sample,
+    completed by those the sample missed, then one binary search per entry — instead
+    of sorting all of x.  The result is the same."""
+    if x.size <= 4 * sample:
+        return np.unique(x, return_inverse=True)
+    pick = np.random.default_rng(0).integers(0, x.size, sample)
+    vals = np.unique(x[pick])
+    inv = np.minimum(np.searchsorted(vals, x), vals.size - 1)
+    miss = vals[inv] != x
+    if np.count_nonzero(miss) > x.size // 16:       # many distinct values: sort them all
+        return np.unique(x, return_inverse=True)
+    if np.any(miss):
+        vals = np.union1d(vals, x[miss])
+        inv = np.searchsorted(vals, x)
+    return vals, inv
 
 
 def _second(f, sa):

@@ -35,8 +35,6 @@ from fractions import Fraction
 from math import comb
 
 import numpy as np
-from sympy.polys.domains import QQ
-from sympy.polys.rings import ring
 
 from ..errors import SingularityError
 from . import batched_rk
@@ -67,6 +65,10 @@ class RhoSystem:
         of B is a ratio of polynomials over ℚ, summed and reduced with sparse
         polynomial gcds (sympy's ``ring``; about a second for rank 8).
         """
+        # sympy only here (its import costs ~0.5 s that evaluation never needs)
+        from sympy.polys.domains import QQ
+        from sympy.polys.rings import ring
+
         ring_, sa, sb, rho = ring("sa,sb,rho", QQ)
         w = 1 - rho ** 2
         r = len(system.std_monomials)

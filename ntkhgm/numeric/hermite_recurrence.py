@@ -1,0 +1,213 @@
+"""Hermite coefficients from the annihilator: a recurrence in n (docs/math.md §10).
+
+With g(z) = f(s z), s = √a, and c_n = E[g(z) He_n(z)], multiplication by u = s z
+and differentiation ∂u = ∂z / s act on the coefficient sequence as the shift
+operators
+
+    (M c)_n = c_{n+1} + n c_{n−1}   (z·),      (S c)_n = c_{n+1}   (∂z·),
+
+so an annihilator Σ κ_ab u^a ∂u^b of f (a distribution identity) gives, after
+multiplying by s^B (B the order), Σ_j P_j(n, s) c_{n+j} = 0 for every n ≥ 0:
+one recurrence, with coefficients polynomial in n and s, for all variances.  It
+is run forward on the normalised h_n = c_n/√(n!) from the first n0(s) + J
+coefficients, which come from quadrature; n0 lies past the humps (s^n/√(n!) of an
+entire function's branch, at n ≈ a) beyond which no solution of the recurrence
+grows faster than algebraically, so rounding stays at the level of the ℓ² norm (§10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import cached_property
+
+import numpy as np
+
+from ..algebra.annihilator import Annihilator, parse_annihilator
+
+S_STEP = 0.25
+S_GRID = 2.0 ** np.arange(-8.0, 8.0 + S_STEP / 2, S_STEP)   # s = √a from 0.004 to 256
+N_GRID = 2 ** np.arange(2, 13)                                # 4 … 4096
+
+# a sequence operator: {(shift j, power of s): coefficients of a polynomial in n, low first}
+SeqOp = dict[tuple[int, int], list[Fraction]]
+
+
+def _poly_add(p: list[Fraction], q: list[Fraction]) -> list[Fraction]:
+    out = [Fraction(0)] * max(len(p), len(q))
+    for i, x in enumerate(p):
+        out[i] += x
+    for i, x in enumerate(q):
+        out[i] += x
+    while out and out[-1] == 0:
+        out.pop()
+    return out
+
+
+def _poly_mul(p: list[Fraction], q: list[Fraction]) -> list[Fraction]:
+    if not p or not q:
+        return []
+    out = [Fraction(0)] * (len(p) + len(q) - 1)
+    for i, x in enumerate(p):
+        for j, y in enumerate(q):
+            out[i + j] += x * y
+    return out
+
+
+def _poly_shift(p: list[Fraction], j: int) -> list[Fraction]:
+    """p(n + j)."""
+    out: list[Fraction] = []
+    for k, x in enumerate(reversed(p)):  # Horner in (n + j)
+        out = _poly_add(_poly_mul(out, [Fraction(j), Fraction(1)]), [x]) if k else [x]
+    return out
+
+
+def _compose(A: SeqOp, B: SeqOp) -> SeqOp:
+    """(A∘B)c = A(Bc): Σ_j A_j(n) Σ_k B_k(n + j) c_{n+j+k}."""
+    out: SeqOp = {}
+    for (j, sa), pa in A.items():
+        for (k, sb), pb in B.items():
+            key = (j + k, sa + sb)
+            out[key] = _poly_add(out.get(key, []), _poly_mul(pa, _poly_shift(pb, j)))
+    return {k: v for k, v in out.items() if v}
+
+
+_M: SeqOp = {(1, 0): [Fraction(1)], (-1, 0): [Fraction(0), Fraction(1)]}
+_S: SeqOp = {(1, 0): [Fraction(1)]}
+
+
+@dataclass(frozen=True, eq=False)
+class HermiteRecurrence:
+    """Σ_{j=lo}^{hi} P_j(n, s) c_{n+j} = 0 (n ≥ 0), P_j = Σ_{i,k} coef[j−lo, i, k] sⁱ nᵏ."""
+
+    lo: int
+    hi: int
+    coef: np.ndarray   # (hi − lo + 1, degree in s + 1, degree in n + 1), rationals as floats
+    dtype: type = np.float64   # of the run: float64, or long double where that drifts
+
+    def with_dtype(self, dtype: type) -> HermiteRecurrence:
+        return HermiteRecurrence(self.lo, self.hi, self.coef, dtype)
+
+    @classmethod
+    def from_annihilator(cls, ann: Annihilator | str) -> HermiteRecurrence | None:
+        """The recurrence of docs/math.md §10; None where its leading coefficient P_hi(n, s)
+        can vanish for n ≥ 0, s > 0 (then a forward run cannot be trusted: quadrature)."""
+        if isinstance(ann, str):
+            ann = parse_annihilator(ann)
+        order = ann.order
+        total: SeqOp = {}
+        for a, b, kappa in ann.terms:
+            op: SeqOp = {(0, a - b + order): [Fraction(kappa)]}
+            for _ in range(b):
+                op = _compose(op, _S)
+            for _ in range(a):
+                op = _compose(_M, op)
+            for key, p in op.items():
+                total[key] = _poly_add(total.get(key, []), p)
+        total = {k: v for k, v in total.items() if v}
+        if not total:
+            return None
+        lo, hi = min(j for j, _ in total), max(j for j, _ in total)
+        ds = max(i for _, i in total)
+        dn = max(len(p) for p in total.values()) - 1
+        coef = np.zeros((hi - lo + 1, ds + 1, dn + 1))
+        for (j, i), p in total.items():
+            coef[j - lo, i, : len(p)] = [float(x) for x in p]
+        lead = coef[-1]
+        nonzero = lead[lead != 0]
+        if nonzero.size == 0 or not (np.all(nonzero > 0) or np.all(nonzero < 0)):
+            return None
+        return cls(lo, hi, coef)
+
+    @property
+    def first(self) -> int:
+        """The first n whose equation has P_hi(n, s) ≠ 0 for all s > 0 (P_hi's monomials
+        have one sign: it vanishes at n = 0 only if every monomial has a factor n)."""
+        return 1 if np.all(self.coef[-1][:, 0] == 0) else 0
+
+    @cached_property
+    def active(self) -> np.ndarray:
+        """The shifts j < hi whose P_j is not identically 0 (as offsets j − lo)."""
+        return np.flatnonzero(np.any(self.coef[:-1] != 0, axis=(1, 2)))
+
+    def ratios(self, n: np.ndarray, sa: np.ndarray) -> np.ndarray:
+        """R_j(n, s), shape (len(n), len(active), len(sa)), of h_{n+hi} = Σ_j R_j h_{n+j}
+        for the normalised h_m = c_m/√(m!) (zero where n + j < 0).  Elementwise in a fixed
+        order: a column never depends on the others."""
+        lo, hi, ld = self.lo, self.hi, self.dtype
+        rows = np.append(self.active, self.coef.shape[0] - 1)
+        n = np.asarray(n, dtype=ld)
+        npow = n[:, None] ** np.arange(self.coef.shape[2])                    # (K, dn+1)
+        A = np.einsum("jik,nk->nji", self.coef[rows].astype(ld), npow)        # exact
+        spow = np.asarray(sa, dtype=ld)[None, :] ** np.arange(A.shape[2])[:, None]
+        used = np.flatnonzero(np.any(self.coef[rows] != 0, axis=(0, 2)))   # powers of s
+        P = A[:, :, used[-1], None] * spow[used[-1]]
+        for i in used[-2::-1]:                          # elementwise, in a fixed order
+            P = P + A[:, :, i, None] * spow[i]
+        w = np.ones((n.size, self.active.size), dtype=ld)
+        for t, jj in enumerate(self.active):
+            # c_{n+j} = h_{n+j} √((n+j)!), the equation divided by √((n+hi)!)
+            for u in range(lo + jj + 1, hi + 1):
+                w[:, t] = w[:, t] / np.sqrt(np.maximum(n + u, 1))
+            w[n + lo + jj < 0, t] = 0
+        return (P[:, :-1] * -w[:, :, None]) / P[:, -1:]
+
+    def _radius(self, n: int, sa: np.ndarray) -> np.ndarray:
+        """Spectral radius of the one-step companion matrix at n, for each s."""
+        J = self.hi - self.lo
+        C = np.zeros((sa.size, J, J))
+        C[:, np.arange(J - 1), np.arange(1, J)] = 1.0
+        C[:, -1, self.active] = self.ratios(np.array([n]), sa)[0].T.astype(float)
+        return np.max(np.abs(np.linalg.eigvals(C)), axis=1)
+
+    @cached_property
+    def _start_table(self) -> np.ndarray:
+        """n0 on the grid S_GRID of s: the smallest n (of N_GRID) past which no solution
+        of the recurrence grows faster than algebraically (one-step spectral radius
+        ≤ 1 + 1/n at every larger grid n), so rounding is not amplified (docs/math.md §10)."""
+        n0 = np.full(S_GRID.size, np.iinfo(np.int64).max // 4)
+        ok = np.ones(S_GRID.size, dtype=bool)
+        for n in N_GRID[::-1]:
+            ok &= self._radius(int(n), S_GRID) <= 1.0 + 1.0 / n
+            n0[ok] = n
+        return np.maximum(n0, self.first)
+
+    def start(self, sa: np.ndarray) -> np.ndarray:
+        """n0(s): the first equation run forward (the larger of the two grid neighbours'
+        n0; beyond the grid: never, quadrature only).  A power of two, so that few
+        quadrature tables serve all s."""
+        sa = np.asarray(sa, dtype=float)
+        x = (np.log2(np.maximum(sa, 1e-300)) - np.log2(S_GRID[0])) / S_STEP
+        i = np.clip(np.floor(x).astype(int), 0, S_GRID.size - 2)
+        out = np.maximum(self._start_table[i], self._start_table[i + 1])
+        inside = (sa >= S_GRID[0]) & (sa <= S_GRID[-1])
+        return np.where(inside, out, np.iinfo(np.int64).max // 4)
+
+    def run(self, H: np.ndarray, sa: np.ndarray, n0: np.ndarray, steps: int = 32) -> np.ndarray:
+        """Fill H[m], m ≥ n0 + hi, of each column (variance sa²) from its H[: n0 + hi]
+        (docs/math.md §10), in ``dtype``; the columns of one n0 at a time (a few powers of
+        two), each by the same elementwise operations whatever the batch."""
+        kmax = H.shape[0] - 1
+        sa = np.asarray(sa, dtype=float)
+        lo, hi = self.lo, self.hi
+        for start in np.unique(n0):
+            start = max(int(start), 0)
+            if start > kmax - hi:
+                continue
+            cols = np.flatnonzero(n0 == start)
+            X = H[:, cols].astype(self.dtype)
+            for b0 in range(start, kmax - hi + 1, steps):
+                ns = np.arange(b0, min(b0 + steps, kmax - hi + 1))
+                R = self.ratios(ns, sa[cols])                       # in cache: a few steps
+                for t, n in enumerate(ns):
+                    terms = [(R[t, u], n + lo + jj) for u, jj in enumerate(self.active)
+                             if n + lo + jj >= 0]
+                    if not terms:               # P_j = 0 for every j ≥ −n: h_{n+hi} = 0
+                        X[n + hi] = 0
+                        continue
+                    acc = terms[0][0] * X[terms[0][1]]
+                    for r, m in terms[1:]:
+                        acc += r * X[m]
+                    X[n + hi] = acc
+            H[:, cols] = X
+        return H

@@ -1,0 +1,97 @@
+"""Hermite coefficients by the annihilator's recurrence (docs/math.md §10) against quadrature
+and mpmath: independent references, never the recurrence's own earlier output."""
+
+from __future__ import annotations
+
+import mpmath as mp
+import numpy as np
+import pytest
+
+from ntkhgm.activations import get_activation, list_activations
+from ntkhgm.numeric import hermite_series as hs
+from ntkhgm.numeric.hermite_recurrence import HermiteRecurrence
+
+CASES = [(act.name, d) for act in list_activations() if act.holonomic for d in (False, True)]
+SA = np.sqrt(np.logspace(-2, np.log10(50.0), 13))
+
+
+def _both(name, derivative, sa, kmax):
+    act = get_activation(name)
+    f = act.function(derivative)
+    rec = hs.checked_recurrence(f, act.annihilator_of(derivative))
+    assert rec is not None
+    quad, second_q = hs.hermite_coefficients(f, sa, kmax)
+    by_rec, second_r = hs.hermite_coefficients(f, sa, kmax, rec)
+    return quad, by_rec, second_q, second_r
+
+
+@pytest.mark.parametrize("name,derivative", CASES)
+def test_recurrence_matches_quadrature(name, derivative):
+    quad, by_rec, second_q, second_r = _both(name, derivative, SA, 256)
+    err = np.max(np.abs(by_rec - quad), axis=0) / np.linalg.norm(quad, axis=0)
+    assert np.max(err) <= 1e-14, err
+    assert np.allclose(second_r, second_q, rtol=1e-13, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,derivative", [("resin", False), ("resin", True),
+                                             ("gelu", True)])
+def test_recurrence_far_terms(name, derivative):
+    quad, by_rec, _, _ = _both(name, derivative, np.sqrt([0.01, 1.0, 50.0]), 1024)
+    err = np.max(np.abs(by_rec - quad), axis=0) / np.linalg.norm(quad, axis=0)
+    assert np.max(err) <= 1e-14, err
+
+
+def _mp_coefficient(f, a, n):
+    """E[f(√a z) He_n(z)]/√(n!) by mpmath, split at the kink z = 0."""
+    s = mp.sqrt(a)
+
+    def he(z):
+        p, q = mp.mpf(1), z
+        for k in range(1, n):
+            p, q = q, z * q - k * p
+        return p if n == 0 else q
+
+    def g(z):
+        return f(s * z) * he(z) * mp.exp(-z * z / 2)
+
+    val = mp.quad(g, [-40, -10, -3, 0, 3, 10, 40]) / mp.sqrt(2 * mp.pi)
+    return val / mp.sqrt(mp.factorial(n))
+
+
+@pytest.mark.parametrize("name,derivative,f,a,ns", [
+    ("resin", False, lambda u: mp.sin(u) if u > 0 else mp.mpf(0), 2.0, (7, 30)),
+    ("resin", True, lambda u: mp.cos(u) if u > 0 else mp.mpf(0), 40.0, (50, 120)),
+    ("gelu", True, lambda u: mp.ncdf(u) + u * mp.npdf(u), 20.0, (25, 101)),
+])
+def test_recurrence_matches_mpmath(name, derivative, f, a, ns):
+    act = get_activation(name)
+    rec = hs.checked_recurrence(act.function(derivative), act.annihilator_of(derivative))
+    H, _ = hs.hermite_coefficients(act.function(derivative), np.sqrt([a]), max(ns), rec)
+    norm = np.linalg.norm(H)
+    with mp.workdps(30):
+        for n in ns:
+            assert abs(H[n, 0] - float(_mp_coefficient(f, mp.mpf(a), n))) <= 1e-14 * norm
+
+
+def test_relu_recurrence_is_the_documented_one():
+    # (u∂ − 1) f = 0  ⇔  c_{n+2} = (1 − n) c_n  (docs/math.md §10)
+    rec = HermiteRecurrence.from_annihilator("u*du-1")
+    assert (rec.lo, rec.hi) == (0, 2)
+    assert rec.coef[:, 1].tolist() == [[-1.0, 1.0], [0.0, 0.0], [1.0, 0.0]]   # times s
+
+
+def test_annihilator_valid_only_off_the_kink_is_refused():
+    # du² kills u·Y(u) away from 0, but relu'' = δ: its recurrence is wrong, quadrature it is
+    relu = get_activation("relu")
+    assert hs.checked_recurrence(relu.sigma, "du^2") is None
+    assert hs.checked_recurrence(relu.sigma, relu.annihilator) is not None
+
+
+def test_a_column_does_not_depend_on_its_batch():
+    act = get_activation("resin")
+    rec = hs.checked_recurrence(act.dsigma, act.derivative_annihilator)
+    batch, _ = hs.hermite_coefficients(act.dsigma, SA, 256, rec)
+    for i in (0, 6, 12):
+        alone, _ = hs.hermite_coefficients(act.dsigma, SA[i:i + 1], 256, rec)
+        assert np.array_equal(alone[:, 0], batch[:, i])
