@@ -64,7 +64,7 @@ this many training rows (seeded, the same every run): the grid of :data:`RIDGE_G
 times the subset's mean(diag K)."""
 CG_MAXITER = 1000
 """Iteration budget of the cg solver (at most 10 N): past it, an error suggests a larger ridge."""
-DIRECT_OVERHEAD = 256 << 20
+DIRECT_OVERHEAD = 64 << 20
 """Memory of the direct solver besides its N×N arrays (inputs, vectors, tile work)."""
 CENTER_CHOICES = ("auto", True, False)
 
@@ -524,9 +524,9 @@ class KernelRegressor:
     def _check_solver(self, depths: tuple[int, ...]) -> None:
         if self.solver not in SOLVERS:
             raise InputError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        if self.solver == "direct" and (self.kernel_store is not None or self.cg_tol is not None):
-            raise InputError("kernel_store (--kernel-store) and cg_tol (--cg-tol) apply to the "
-                             "cg solver only, not to solver 'direct'")
+        if self.solver != "cg" and (self.kernel_store is not None or self.cg_tol is not None):
+            raise InputError("kernel_store (--kernel-store) and cg_tol (--cg-tol) apply to "
+                             f"solver 'cg' only, not to solver {self.solver!r}")
         if self.kernel_store is not None and not str(self.kernel_store).lower().endswith(".zarr"):
             raise InputError(f"kernel_store {str(self.kernel_store)!r}: the kernel of the cg "
                              "solver is a zarr store, give a path ending in .zarr")
@@ -616,6 +616,8 @@ class KernelRegressor:
                 self.system_ = CholeskySystem(factor_kernel_system(K, ridge, overwrite=own))
                 del K
             self.alpha_ = self.system_.solve(yc)
+        if solver == "direct":
+            self.loo_rows_ = len(X) if loo else None
         self.solver_ = solver
         self.ridge_, self.depth_ = ridge, depth
         self.y_offset_ = offset
