@@ -130,6 +130,61 @@ def part_speedup(n: int, tmp: Path, activation: str) -> dict:
     return res
 
 
+REGRESS_CHILD = r"""
+import json, sys, time, tracemalloc
+import numpy as np
+from ntkhgm.regression import KernelRegressor
+n, ridge, solver, tile = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+rng = np.random.default_rng(4)
+X = rng.standard_normal((n, 10))
+y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.standard_normal(n)
+kw = ({"method_options": {"tile": tile}} if solver == "old"  # reaches ntkhgm.kernel
+      else {"solver": solver, "tile": tile})
+model = KernelRegressor("relu", 3, ridge=ridge if ridge == "auto" else float(ridge), **kw)
+tracemalloc.start()
+t0 = time.perf_counter()
+model.fit(X, y)
+wall = time.perf_counter() - t0
+peak = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+print(json.dumps({"fit_s": wall, "traced_peak_B": peak, "ridge": model.ridge_,
+                  "cg_iterations": getattr(model, "cg_iterations_", None),
+                  "alpha": model.alpha_[:5].tolist()}))
+"""
+
+
+def part_regress(n: int, tile: int, base: str | None) -> list[dict]:
+    """`KernelRegressor(relu, depth 3).fit` on N Gaussian rows (d = 10) in a child process
+    per solver: tracemalloc peak of the fit and the child's peak RSS (`/usr/bin/time -v`),
+    against K's size 8N²; ``base``: also a checkout without the in-place solvers."""
+    runs = [("0.1", "direct"), ("auto", "direct"), ("0.1", "cg")]
+    if base:
+        runs += [("0.1", "old"), ("auto", "old")]
+    rows = []
+    for ridge, solver in runs:
+        cmd = [sys.executable, "-c", REGRESS_CHILD, str(n), ridge, solver, str(tile)]
+        if TIME_V.exists():
+            cmd = [str(TIME_V), "-v", *cmd]
+        env = _env()
+        if solver == "old":
+            env["PYTHONPATH"] = base
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"failed: {' '.join(cmd[-5:])}\n{p.stderr[-2000:]}")
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
+        k_mb = 8 * n * n / 1e6
+        row = {"N": n, "ridge": ridge, "solver": solver, "fit_s": round(r["fit_s"], 1),
+               "K_MB": round(k_mb), "traced_peak_MB": round(r["traced_peak_B"] / 1e6),
+               "traced_peak_over_K": round(r["traced_peak_B"] / 1e6 / k_mb, 2),
+               "peak_rss_MB": round(int(m.group(1)) / 1024) if m else None,
+               "ridge_chosen": r["ridge"], "cg_iterations": r["cg_iterations"],
+               "alpha_head": r["alpha"]}
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def part_depths_and_tiles(n: int) -> dict:
     """In-process: depth=[1,2,3] against depth=3 alone (best of 3), and tiled (edge n/5)
     against untiled max relative differences, for four activations."""
@@ -165,6 +220,12 @@ def main() -> None:
     ap.add_argument("--skip-speedup", action="store_true")
     ap.add_argument("--depths-n", type=int, default=500,
                     help="N of the in-process depth-list and tiled-vs-untiled part (0: skip)")
+    ap.add_argument("--regress-n", type=int, default=0,
+                    help="N of the regression memory part (0: skip; README: 5000)")
+    ap.add_argument("--regress-tile", type=int, default=500)
+    ap.add_argument("--regress-base", metavar="PATH",
+                    help="also run the regression part on this checkout (PYTHONPATH), e.g. "
+                         "one from before the in-place solvers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
     args = ap.parse_args()
     # a private cache for this process and its children: nothing lands in ~/.cache
@@ -175,9 +236,11 @@ def main() -> None:
         speed = None if args.skip_speedup else part_speedup(args.speedup_n, tmp,
                                                            args.speedup_activation)
     extra = part_depths_and_tiles(args.depths_n) if args.depths_n else None
+    regress = (part_regress(args.regress_n, args.regress_tile, args.regress_base)
+               if args.regress_n else None)
     load = os.getloadavg()
     result = {"sizes": sizes, "startup_s": round(startup, 2), "speedup": speed,
-              "depths_and_tiles": extra,
+              "depths_and_tiles": extra, "regress": regress,
               "cpus": os.cpu_count(), "loadavg_after": [round(x, 2) for x in load],
               "date": time.strftime("%Y-%m-%d")}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +265,14 @@ def main() -> None:
         for act, t in extra["depth_list"].items():
             print(f"| {act} | {t['depth3']} | {t['depths123']} | {t['ratio']} | "
                   f"{extra['tiled_vs_untiled'][act]:.1e} |")
+    if regress:
+        print("\n| N | ridge | solver | fit (s) | K (MB) | traced peak (MB) | peak / K | "
+              "peak RSS (MB) | cg iterations |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in regress:
+            print(f"| {r['N']} | {r['ridge']} | {r['solver']} | {r['fit_s']} | {r['K_MB']} | "
+                  f"{r['traced_peak_MB']} | {r['traced_peak_over_K']} | {r['peak_rss_MB']} | "
+                  f"{r['cg_iterations'] or ''} |")
     print(f"(start-up {startup:.2f} s subtracted per run; load average after: {load})")
 
 

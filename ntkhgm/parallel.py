@@ -86,11 +86,15 @@ def remote_tile(rec, A, B, files: dict[bool, str]) -> dict[int, np.ndarray]:
 
 
 def map_tiles(client, plan: Plan, tiles: list[Tile]) -> Iterator[tuple[Tile, dict]]:
-    """Yield (tile, result) as tiles finish on the cluster, a bounded number in flight."""
+    """Yield (tile, result) as tiles finish on the cluster, a bounded number in flight.
+
+    Largest tiles first (a symmetric K's diagonal tiles have half the pairs), so that
+    the last tiles to finish are the small ones and the workers end together.
+    """
     distributed = _distributed()
     files = user_pfaffian_files(plan.rec.act)
     window = IN_FLIGHT_PER_WORKER * n_workers(client)
-    pending = iter(tiles)
+    pending = iter(sorted(tiles, key=lambda t: -t.pairs))
     futures = {}
     queue = distributed.as_completed(loop=client.loop)  # the client need not be the default
 

@@ -2,8 +2,11 @@
 
     f(x) = ȳ + K(x, X) (K(X, X) + λI)^{-1} (y − ȳ),   λ ≥ 0 (``ridge``)
 
-solved by a Cholesky factorisation of K(X, X) + λI.  Three defaults make it work
-out of the box (issue 15):
+solved by a Cholesky factorisation of K(X, X) + λI (``solver="direct"``, in K's own
+memory: peak ≈ one N×N array for an explicit λ, two for ``ridge="auto"``), or by
+conjugate gradients over K written tile by tile to a zarr store (``solver="cg"``,
+:mod:`ntkhgm.solvers`; ``"auto"`` picks it when the direct solver does not fit the
+memory budget; issue 10).  Three defaults make it work out of the box (issue 15):
 
 * **targets centred**: the kernel has no constant term, so the training mean ȳ is
   subtracted before the fit and added back to the predictions (``center``);
@@ -424,11 +427,20 @@ class KernelRegressor:
     dual-activation method (``degree`` for gh, ``tol`` for hgm).  ``kernel_cache``:
     a :class:`KernelCache` shared by estimators (e.g. the candidates of a grid search).
 
+    Scale (issue 10): ``solver`` (:data:`SOLVERS`): ``"direct"`` factorises in K's
+    own memory (Cholesky; with leave-one-out, the eigendecomposition it needs
+    anyway), ``"cg"`` runs conjugate gradients over K written to a zarr store
+    (``kernel_store``, default a temporary folder; ``cg_tol``; ``ridge="auto"``
+    by leave-one-out on :data:`CG_LOO_ROWS` random rows; no GP posterior),
+    ``"auto"`` the direct solver when :func:`direct_solver_memory` fits the budget.
+    ``memory`` (a budget such as ``"16GB"``) and ``tile`` size the kernel's tiles.
+
     After :meth:`fit`: ``ridge_`` and ``depth_`` (the values used), ``loo_error_``
     (mean squared LOO residual, NaN for an explicit ridge), ``loo_`` (the whole
     :class:`LooChoice`), ``y_offset_``, ``alpha_`` = (K + λI)⁻¹(y − y_offset_),
     ``X_train_`` (scaled training inputs), ``input_scale_`` (the fitted scaling),
-    ``centered_`` (whether the targets were centred).
+    ``centered_`` (whether the targets were centred), ``K_train_diag_`` (diag K),
+    ``solver_`` (``"direct"`` or ``"cg"``), ``cg_iterations_``, ``loo_rows_``.
     """
 
     def __init__(self, activation: str = "relu", depth: int | Sequence[int] = 1,
@@ -708,12 +720,17 @@ class KernelRegressor:
             raise InputError(f"X has {X.shape[1]} columns, the training data "
                              f"{self.X_train_.shape[1]}")
         X = self.input_scale_.transform(X)
+        if not (return_std or return_cov):
+            # the mean only: K(X, X_train) in batches of test rows within the budget
+            step = self._predict_rows(len(X))
+            mean = np.concatenate([
+                self._kernel(X[r0:r0 + step], self.X_train_, progress=progress,
+                             client=client) @ self.alpha_ for r0 in range(0, len(X), step)])
+            return mean + self.y_offset_ if self.centered_ else mean
         Kx = self._kernel(X, self.X_train_, progress=progress, client=client)
         mean = Kx @ self.alpha_
         if self.centered_:
             mean = mean + self.y_offset_
-        if not (return_std or return_cov):
-            return mean
         A = self.system_.solve(Kx.T)  # (K + λI)⁻¹ K(X_train, X)
         if self.kind == "nngp":
             if return_cov:
@@ -735,6 +752,15 @@ class KernelRegressor:
         if return_cov:
             return mean, 0.5 * (cov + cov.T)
         return mean, np.sqrt(np.maximum(var, 0.0))
+
+    def _predict_rows(self, n: int) -> int:
+        """Test rows per batch of K(X, X_train): all of them when that fits a quarter of
+        the budget (``memory``, ``NTKHGM_MEMORY``, else the available memory)."""
+        from .tiling import available_memory, current_rss, memory_budget
+
+        budget = memory_budget(self.memory)
+        have = budget - current_rss() if budget is not None else available_memory()
+        return int(max(1, min(n, 0.25 * have // (8 * len(self.X_train_)))))
 
     def _diag(self, X, kind: str) -> np.ndarray:
         kw = self._kernel_kw(kind)

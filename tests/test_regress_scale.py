@@ -194,3 +194,10 @@ def test_kernel_diag_attribute_matches_kernel(diabetes):
     m = KernelRegressor("erf", 2, ridge=1.0).fit(Xtr, ytr)
     K = ntkhgm.kernel(m.X_train_, activation="erf", depth=2)
     np.testing.assert_array_equal(m.K_train_diag_, np.diag(K))
+
+
+def test_predict_in_batches_of_test_rows(diabetes, monkeypatch):
+    Xtr, ytr, Xte, _ = diabetes
+    monkeypatch.setattr(KernelRegressor, "_predict_rows", lambda self, n: 7)
+    m = KernelRegressor("relu", 2, ridge=0.5).fit(Xtr, ytr)
+    assert rel(m.predict(Xte), dense_prediction(Xtr, ytr, Xte, 2, 0.5)) <= 1e-10
