@@ -121,8 +121,11 @@ def part_speedup(n: int, tmp: Path, activation: str) -> dict:
     outs = {}
     for jobs in (1, 2):
         out = tmp / f"S{jobs}.npy"
+        res[f"jobs{jobs}_load_before"] = round(os.getloadavg()[0], 2)
         r = run_kernel(csv, out, "-a", activation, "-L", "3", "--jobs", str(jobs))
         res[f"jobs{jobs}_s"] = round(r["wall_s"], 2)
+        res[f"jobs{jobs}_load_after"] = round(os.getloadavg()[0], 2)
+        res[f"jobs{jobs}_summary"] = r["summary"]
         outs[jobs] = np.load(out)
         print(res, flush=True)
     res["speedup"] = round(res["jobs1_s"] / res["jobs2_s"], 2)
@@ -257,7 +260,10 @@ def main() -> None:
     if speed:
         print(f"\n{speed['activation']} N = {speed['N']}: --jobs 1 {speed['jobs1_s']} s, "
               f"--jobs 2 {speed['jobs2_s']} s, speed-up {speed['speedup']}×, "
-              f"max rel diff {speed['max_rel_diff']:.1e}")
+              f"max rel diff {speed['max_rel_diff']:.1e}; 1-minute load average "
+              f"{speed['jobs1_load_before']} → {speed['jobs1_load_after']} (jobs 1), "
+              f"{speed['jobs2_load_before']} → {speed['jobs2_load_after']} (jobs 2) on "
+              f"{os.cpu_count()} cores")
     if extra:
         print(f"\nN = {extra['N']} in process | depth 3 (s) | depth [1,2,3] (s) | ratio | "
               "tiled (edge N/5) vs untiled, max rel diff |")

@@ -221,7 +221,7 @@ def _loo_search(kernels: dict[int, np.ndarray], y: np.ndarray, *, center: bool,
     best: tuple[float, int, int] | None = None  # (error, depth index, −λ index): min wins
     kept = None
     for i, d in enumerate(depths):
-        K = kernels[d]
+        K = kernels.pop(d) if overwrite else kernels[d]  # overwritten: freed after eigh
         if not _all_finite(K):
             raise SingularKernelError("the kernel matrix contains NaN or infinite values")
         scale = float(np.mean(np.diag(K)))
