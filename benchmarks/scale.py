@@ -171,7 +171,9 @@ def part_regress(n: int, tile: int, base: str | None) -> list[dict]:
         env = _env()
         if solver == "old":
             env["PYTHONPATH"] = base
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        # cwd: not this checkout, whose ntkhgm `python -c` would import before PYTHONPATH's
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                           cwd=tempfile.gettempdir())
         if p.returncode != 0:
             raise SystemExit(f"failed: {' '.join(cmd[-5:])}\n{p.stderr[-2000:]}")
         r = json.loads(p.stdout.strip().splitlines()[-1])

@@ -669,7 +669,7 @@ class KernelRegressor:
                 workers = n_workers(client)
             plan, _ = plan_kernel(Xs, None, depth=self.depth_, tile=self.tile,
                                   memory=self.memory, parallel=workers, **kw)
-            store = TiledOutput(path, plan, resume=False)
+            store = TiledOutput(path, plan, resume=False, compressed=False)
             try:
                 run_tiles(plan, store.write, client=client, progress=progress)
             except BaseException:

@@ -119,6 +119,9 @@ def conjugate_gradient(K, y, ridge: float = 0.0, *, tol: float = DEFAULT_TOL,
     if not np.all(np.isfinite(Y)):
         raise InputError("y contains NaN or infinite values")
     block = _block_rows(n, Y.shape[1], memory)
+    chunk = getattr(K, "chunks", None)
+    if chunk and block < n:  # whole zarr chunks per block: each chunk read once per pass
+        block = max(chunk[0], block // chunk[0] * chunk[0])
     kv = _dask_matvec(K, client) if client is not None else _blocked_matvec(K, block)
 
     def A(V):
