@@ -144,13 +144,27 @@ y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.standard_normal(n)
 kw = ({"method_options": {"tile": tile}} if solver == "old"  # reaches ntkhgm.kernel
       else {"solver": solver, "tile": tile})
 model = KernelRegressor("relu", 3, ridge=ridge if ridge == "auto" else float(ridge), **kw)
+import ntkhgm.regression as reg
+solve = []  # (traced before, peak during) of each solver step, the kernel already held
+def traced(f):
+    def g(*a, **k):
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        try:
+            return f(*a, **k)
+        finally:
+            solve.append((before, tracemalloc.get_traced_memory()[1]))
+    return g
+for name in ("factor_kernel_system", "_loo_search", "choose_ridge"):
+    if hasattr(reg, name) and not (name == "choose_ridge" and hasattr(reg, "_loo_search")):
+        setattr(reg, name, traced(getattr(reg, name)))
 tracemalloc.start()
 t0 = time.perf_counter()
 model.fit(X, y)
 wall = time.perf_counter() - t0
 peak = tracemalloc.get_traced_memory()[1]
 tracemalloc.stop()
-print(json.dumps({"fit_s": wall, "traced_peak_B": peak, "ridge": model.ridge_,
+print(json.dumps({"fit_s": wall, "traced_peak_B": peak, "ridge": model.ridge_, "solve": solve,
                   "cg_iterations": getattr(model, "cg_iterations_", None),
                   "alpha": model.alpha_[:5].tolist()}))
 """
@@ -183,6 +197,9 @@ def part_regress(n: int, tile: int, base: str | None) -> list[dict]:
                "K_MB": round(k_mb), "traced_peak_MB": round(r["traced_peak_B"] / 1e6),
                "traced_peak_over_K": round(r["traced_peak_B"] / 1e6 / k_mb, 2),
                "peak_rss_MB": round(int(m.group(1)) / 1024) if m else None,
+               # the solver steps: held on entry (K), extra at their peak
+               "solve_held_MB": [round(b / 1e6) for b, _ in r["solve"]],
+               "solve_extra_MB": [round((pk - b) / 1e6) for b, pk in r["solve"]],
                "ridge_chosen": r["ridge"], "cg_iterations": r["cg_iterations"],
                "alpha_head": r["alpha"]}
         rows.append(row)
@@ -275,12 +292,14 @@ def main() -> None:
                   f"{extra['tiled_vs_untiled'][act]:.1e} |")
     if regress:
         print("\n| N | ridge | solver | fit (s) | K (MB) | traced peak (MB) | peak / K | "
-              "peak RSS (MB) | cg iterations |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "solver step: held + extra (MB) | peak RSS (MB) | cg iterations |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in regress:
+            step = ", ".join(f"{h} + {e}" for h, e in zip(r["solve_held_MB"],
+                                                          r["solve_extra_MB"], strict=True))
             print(f"| {r['N']} | {r['ridge']} | {r['solver']} | {r['fit_s']} | {r['K_MB']} | "
-                  f"{r['traced_peak_MB']} | {r['traced_peak_over_K']} | {r['peak_rss_MB']} | "
-                  f"{r['cg_iterations'] or ''} |")
+                  f"{r['traced_peak_MB']} | {r['traced_peak_over_K']} | {step} | "
+                  f"{r['peak_rss_MB']} | {r['cg_iterations'] or ''} |")
     print(f"(start-up {startup:.2f} s subtracted per run; load average after: {load})")
 
 

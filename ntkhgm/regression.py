@@ -168,7 +168,7 @@ def loo_residuals(w: np.ndarray, V: np.ndarray, y: np.ndarray, ridge: float,
     return res.reshape(y.shape)
 
 
-BLOCK_BYTES = 64 << 20
+BLOCK_BYTES = 16 << 20
 """Row blocks of the O(N²) passes over K or its eigenvectors (finiteness, norms, V²·v)
 hold at most this many bytes of temporaries."""
 

@@ -80,7 +80,8 @@ def test_cg_auto_ridge_on_a_subset(monkeypatch):
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    """Row blocks of 64 rows (64 MiB at N = 130 000): the temporaries stay small here too."""
+    """Blocks of 64 rows of 1200 (the default, 16 MiB, is 70 rows at N = 30 000): the
+    temporaries stay far below one K here too."""
     import ntkhgm.regression as r
 
     monkeypatch.setattr(r, "BLOCK_BYTES", 8 * 64 * 1200)
