@@ -127,6 +127,23 @@ def map_tiles(client, plan: Plan, tiles: list[Tile]) -> Iterator[tuple[Tile, dic
                 pass
 
 
+def _warm_up() -> None:
+    """On a worker: import what a tile needs (~2 s), while the caller plans the tiles."""
+    from . import kernels  # noqa: F401
+
+
+def warm_up(client) -> list:
+    """One import task per worker, not waited for; keep the returned futures alive
+    until the tiles are submitted (a released future may be cancelled)."""
+    try:
+        workers = list(client.scheduler_info().get("workers", {}))
+        return [client.submit(_warm_up, pure=False, workers=[w], allow_other_workers=False,
+                              key=f"ntkhgm-warm-up-{i}-{os.urandom(4).hex()}")
+                for i, w in enumerate(workers)]
+    except Exception:  # best effort: the first tile imports the same
+        return []
+
+
 @contextmanager
 def cluster_client(jobs: int = 1, scheduler: str | None = None) -> Iterator[object | None]:
     """A Dask client for ``--jobs`` / ``--scheduler`` (None: compute in this process)."""
@@ -168,6 +185,7 @@ def cluster_client(jobs: int = 1, scheduler: str | None = None) -> Iterator[obje
     try:
         client = distributed.Client(cluster, set_as_default=False)
         try:
+            warming = warm_up(client)  # noqa: F841 - held while the caller plans
             yield client
         finally:
             client.close()
