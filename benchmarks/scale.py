@@ -170,13 +170,16 @@ print(json.dumps({"fit_s": wall, "traced_peak_B": peak, "ridge": model.ridge_, "
 """
 
 
-def part_regress(n: int, tile: int, base: str | None) -> list[dict]:
+def part_regress(n: int, tile: int, base: str | None, only: list[str] | None = None
+                 ) -> list[dict]:
     """`KernelRegressor(relu, depth 3).fit` on N Gaussian rows (d = 10) in a child process
     per solver: tracemalloc peak of the fit and the child's peak RSS (`/usr/bin/time -v`),
     against K's size 8N²; ``base``: also a checkout without the in-place solvers."""
     runs = [("0.1", "direct"), ("auto", "direct"), ("0.1", "cg")]
     if base:
         runs += [("0.1", "old"), ("auto", "old")]
+    if only:
+        runs = [tuple(r.split(":")) for r in only]
     rows = []
     for ridge, solver in runs:
         cmd = [sys.executable, "-c", REGRESS_CHILD, str(n), ridge, solver, str(tile)]
@@ -248,6 +251,8 @@ def main() -> None:
     ap.add_argument("--regress-base", metavar="PATH",
                     help="also run the regression part on this checkout (PYTHONPATH), e.g. "
                          "one from before the in-place solvers")
+    ap.add_argument("--regress-runs", nargs="*", metavar="RIDGE:SOLVER",
+                    help="only these runs of the regression part, e.g. 0.1:cg auto:direct")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
     args = ap.parse_args()
     # a private cache for this process and its children: nothing lands in ~/.cache
@@ -258,8 +263,8 @@ def main() -> None:
         speed = None if args.skip_speedup else part_speedup(args.speedup_n, tmp,
                                                            args.speedup_activation)
     extra = part_depths_and_tiles(args.depths_n) if args.depths_n else None
-    regress = (part_regress(args.regress_n, args.regress_tile, args.regress_base)
-               if args.regress_n else None)
+    regress = (part_regress(args.regress_n, args.regress_tile, args.regress_base,
+                            args.regress_runs) if args.regress_n else None)
     load = os.getloadavg()
     result = {"sizes": sizes, "startup_s": round(startup, 2), "speedup": speed,
               "depths_and_tiles": extra, "regress": regress,

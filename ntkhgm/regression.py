@@ -693,7 +693,7 @@ class KernelRegressor:
             tol = DEFAULT_TOL if self.cg_tol is None else float(self.cg_tol)
             alpha, self.cg_iterations_ = conjugate_gradient(
                 K, yc, ridge, tol=tol, maxiter=min(10 * n, CG_MAXITER), memory=self.memory,
-                client=client)
+                client=client, preconditioner="nystrom")
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
