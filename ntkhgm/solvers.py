@@ -5,8 +5,9 @@ an out-of-core ``.npy`` or ``.zarr`` file written by ``ntkhgm kernel -o``, a
 Cholesky factorisation would need K in memory; conjugate gradients need only
 products K·V, computed here by reading K in blocks of rows (each block within
 the memory budget) or, with a Dask ``client``, by the cluster on a zarr store
-the workers can read.  The preconditioner is Jacobi's, 1/(K_ii + λ); every
-column of y is its own CG run, all sharing each pass over K.
+the workers can read.  Preconditioners: Jacobi's, 1/(K_ii + λ), or Nyström's
+(:func:`nystrom_preconditioner`: one pass over K for a few hundred columns, then
+far fewer passes).  Every column of y is its own CG run, all sharing each pass.
 """
 
 from __future__ import annotations
