@@ -202,3 +202,23 @@ def test_predict_in_batches_of_test_rows(diabetes, monkeypatch):
     monkeypatch.setattr(KernelRegressor, "_predict_rows", lambda self, n: 7)
     m = KernelRegressor("relu", 2, ridge=0.5).fit(Xtr, ytr)
     assert rel(m.predict(Xte), dense_prediction(Xtr, ytr, Xte, 2, 0.5)) <= 1e-10
+
+
+def test_auto_solver_falls_back_to_cg_beyond_the_budget(tmp_path, monkeypatch):
+    import tempfile
+
+    import ntkhgm.regression as r
+
+    monkeypatch.setattr(r, "_fits_memory", lambda need, memory: (False, 1 << 20))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    train, test, out = DATA / "diabetes_train.csv", DATA / "diabetes_test.csv", tmp_path / "p.csv"
+    res = run("regress", train, test, "--target", "progression", "-L", "2", "--ridge", "0.5",
+              "-o", out)
+    assert res.exit_code == 0, res.stderr
+    assert "solver cg:" in res.stderr and "auto: the direct solver would need" in res.stderr
+    Xtr, ytr, _ = read_csv(train, target="progression")
+    Xte, _, _ = read_csv(test, target="progression")
+    assert rel(read_csv(out)[0][:, 0], dense_prediction(Xtr, ytr, Xte, 2, 0.5)) <= CG_TOL
+    assert list(scratch.iterdir()) == []  # the temporary kernel store is gone

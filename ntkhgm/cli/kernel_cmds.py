@@ -543,9 +543,16 @@ def regress_cmd(train: str, test: str, target: str, activation: str, depth: int,
         click.echo(f"ntkhgm: ridge auto: λ = {model.ridge_:.6g} "
                    f"(leave-one-out mean squared error {model.loo_error_:.6g}{rows})", err=True)
     if model.solver_ == "cg" and not quiet:
+        why = ""
+        if solver == "auto":
+            from ..regression import direct_solver_memory
+            from ..tiling import format_bytes
+
+            need = direct_solver_memory(len(tr.X), 1, ridge == "auto")
+            why = f" (auto: the direct solver would need {format_bytes(need)})"
         click.echo(f"ntkhgm: solver cg: {model.cg_iterations_} iterations over the "
                    f"{len(tr.X)}×{len(tr.X)} kernel"
-                   + (f" (kept in {kernel_store})" if kernel_store else ""), err=True)
+                   + (f", kept in {kernel_store}" if kernel_store else "") + why, err=True)
     name = f"{tr.target_name}_pred" if tr.target_name else "prediction"
     _write(output, pred, [name])
     if te.y is None:
