@@ -691,9 +691,10 @@ class KernelRegressor:
                 self.loo_, self.loo_error_ = None, float("nan")
             self.loo_rows_ = None if self.loo_ is None else min(n, CG_LOO_ROWS)
             tol = DEFAULT_TOL if self.cg_tol is None else float(self.cg_tol)
+            rank = nystrom_rank(n, self.memory)
             alpha, self.cg_iterations_ = conjugate_gradient(
                 K, yc, ridge, tol=tol, maxiter=min(10 * n, CG_MAXITER), memory=self.memory,
-                client=client, preconditioner="nystrom")
+                client=client, preconditioner="nystrom" if rank else "jacobi", rank=rank)
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -805,6 +806,16 @@ def direct_solver_memory(n: int, n_depths: int = 1, loo: bool = False) -> int:
     """Bytes the direct solver needs at its peak: one N×N kernel per depth, plus the
     eigenvectors for leave-one-out (the factorisations work in the kernel's memory)."""
     return 8 * n * n * (n_depths + (1 if loo else 0)) + DIRECT_OVERHEAD
+
+
+def nystrom_rank(n: int, memory) -> int:
+    """Rank of the cg solver's Nyström preconditioner: NYSTROM_RANK columns, fewer where
+    its four n×rank arrays would take more than a quarter of the budget (0: Jacobi)."""
+    from .solvers import NYSTROM_RANK
+
+    have = _fits_memory(0, memory)[1]
+    rank = int(min(NYSTROM_RANK, n, 0.25 * have // (32 * n)))
+    return rank if rank >= 20 else 0
 
 
 def _fits_memory(need: int, memory) -> tuple[bool, int]:

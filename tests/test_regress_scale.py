@@ -222,3 +222,12 @@ def test_auto_solver_falls_back_to_cg_beyond_the_budget(tmp_path, monkeypatch):
     Xte, _, _ = read_csv(test, target="progression")
     assert rel(read_csv(out)[0][:, 0], dense_prediction(Xtr, ytr, Xte, 2, 0.5)) <= CG_TOL
     assert list(scratch.iterdir()) == []  # the temporary kernel store is gone
+
+
+def test_nystrom_rank_within_the_budget(monkeypatch):
+    import ntkhgm.regression as r
+
+    monkeypatch.setattr(r, "_fits_memory", lambda need, memory: (True, 4 * 32 * 1000 * 50))
+    assert r.nystrom_rank(1000, None) == 50       # four 1000×50 arrays: a quarter
+    assert r.nystrom_rank(30, None) == 30         # at most n
+    assert r.nystrom_rank(10 ** 5, None) == 0     # under 20 columns: Jacobi
