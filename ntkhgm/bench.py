@@ -401,7 +401,7 @@ def run_defaults(act, depth: int, Xtr, ytr, Xte, yte) -> dict:
     pred, t_pred = _timed(lambda: model.predict(Xte))
     return dict(input_scale="auto", centred_targets=True, ridge="auto", method="auto",
                 ridge_chosen=model.ridge_, ridge_chosen_rel_mean_diag=model.ridge_ / float(
-                    np.mean(np.diag(model.K_train_))), loo_mse=model.loo_error_,
+                    np.mean(model.K_train_diag_)), loo_mse=model.loo_error_,
                 r2_test=r2_score(yte, pred), pred_rel_rmse_vs_targets=relative_rmse(pred, yte),
                 train_time_s=t_fit, inference_time_s=t_pred)
 

@@ -499,6 +499,8 @@ def plan_kernel(X1, X2=None, *, activation: str | Activation, depth, kind: str =
         edge = tile_edge(memory_budget(memory), current_rss() + held, methods=rec.methods,
                          workers=workers, n_depths=len(depths))
         edge = min(edge, balanced_edge(n1, n2, X2 is None, parallel or workers))
+        side = max(n1, n2)
+        edge = -(-side // -(-side // edge))  # as many blocks, all (nearly) equal
     rows = row_values(rec, X1) if X2 is None else row_values(rec, np.concatenate([X1, X2]), n1)
     return Plan(rec, X1, X2, rows, tile_grid(n1, n2, edge, X2 is None), edge), single
 

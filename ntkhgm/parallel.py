@@ -86,11 +86,15 @@ def remote_tile(rec, A, B, files: dict[bool, str]) -> dict[int, np.ndarray]:
 
 
 def map_tiles(client, plan: Plan, tiles: list[Tile]) -> Iterator[tuple[Tile, dict]]:
-    """Yield (tile, result) as tiles finish on the cluster, a bounded number in flight."""
+    """Yield (tile, result) as tiles finish on the cluster, a bounded number in flight.
+
+    Largest tiles first (a symmetric K's diagonal tiles have half the pairs), so that
+    the last tiles to finish are the small ones and the workers end together.
+    """
     distributed = _distributed()
     files = user_pfaffian_files(plan.rec.act)
     window = IN_FLIGHT_PER_WORKER * n_workers(client)
-    pending = iter(tiles)
+    pending = iter(sorted(tiles, key=lambda t: -t.pairs))
     futures = {}
     queue = distributed.as_completed(loop=client.loop)  # the client need not be the default
 
@@ -121,6 +125,23 @@ def map_tiles(client, plan: Plan, tiles: list[Tile]) -> Iterator[tuple[Tile, dic
                 client.cancel(key)
             except Exception:  # cancelling is best effort on the way out
                 pass
+
+
+def _warm_up() -> None:
+    """On a worker: import what a tile needs (~2 s), while the caller plans the tiles."""
+    from . import kernels  # noqa: F401
+
+
+def warm_up(client) -> list:
+    """One import task per worker, not waited for; keep the returned futures alive
+    until the tiles are submitted (a released future may be cancelled)."""
+    try:
+        workers = list(client.scheduler_info().get("workers", {}))
+        return [client.submit(_warm_up, pure=False, workers=[w], allow_other_workers=False,
+                              key=f"ntkhgm-warm-up-{i}-{os.urandom(4).hex()}")
+                for i, w in enumerate(workers)]
+    except Exception:  # best effort: the first tile imports the same
+        return []
 
 
 @contextmanager
@@ -164,6 +185,7 @@ def cluster_client(jobs: int = 1, scheduler: str | None = None) -> Iterator[obje
     try:
         client = distributed.Client(cluster, set_as_default=False)
         try:
+            warming = warm_up(client)  # noqa: F841 - held while the caller plans
             yield client
         finally:
             client.close()

@@ -2,8 +2,11 @@
 
     f(x) = ȳ + K(x, X) (K(X, X) + λI)^{-1} (y − ȳ),   λ ≥ 0 (``ridge``)
 
-solved by a Cholesky factorisation of K(X, X) + λI.  Three defaults make it work
-out of the box (issue 15):
+solved by a Cholesky factorisation of K(X, X) + λI (``solver="direct"``, in K's own
+memory: peak ≈ one N×N array for an explicit λ, two for ``ridge="auto"``), or by
+conjugate gradients over K written tile by tile to a zarr store (``solver="cg"``,
+:mod:`ntkhgm.solvers`; ``"auto"`` picks it when the direct solver does not fit the
+memory budget; issue 10).  Three defaults make it work out of the box (issue 15):
 
 * **targets centred**: the kernel has no constant term, so the training mean ȳ is
   subtracted before the fit and added back to the predictions (``center``);
@@ -54,6 +57,18 @@ RIDGE_GRID_EXPONENTS = np.arange(-6.0, 2.0 + 1e-9, 0.5)
 """``ridge="auto"`` tries λ = 10^k · mean(diag K) for these k (17 values)."""
 
 INPUT_SCALES = ("none", "auto", "unit-norm")
+SOLVERS = ("auto", "direct", "cg")
+"""``direct``: Cholesky of K + λI in K's own memory (explicit λ), or one eigendecomposition
+(λ by leave-one-out); ``cg``: conjugate gradients over a zarr kernel; ``auto``: direct when
+it fits the memory budget (:func:`direct_solver_memory`), else cg."""
+CG_LOO_ROWS = 2000
+"""With the cg solver, ``ridge="auto"`` is chosen by leave-one-out on a random subset of
+this many training rows (seeded, the same every run): the grid of :data:`RIDGE_GRID_EXPONENTS`
+times the subset's mean(diag K)."""
+CG_MAXITER = 1000
+"""Iteration budget of the cg solver (at most 10 N): past it, an error suggests a larger ridge."""
+DIRECT_OVERHEAD = 64 << 20
+"""Memory of the direct solver besides its N×N arrays (inputs, vectors, tile work)."""
 CENTER_CHOICES = ("auto", True, False)
 
 
@@ -143,7 +158,7 @@ def loo_residuals(w: np.ndarray, V: np.ndarray, y: np.ndarray, ridge: float,
     inv = 1.0 / (w + ridge)
     y2 = y.reshape(len(y), -1)
     Gy = V @ (inv[:, None] * (V.T @ y2))
-    dinv = (V * V) @ inv
+    dinv = _squares_times(V, inv)
     if center:
         n = len(y)
         G1 = V @ (inv * V.sum(axis=0))
@@ -153,14 +168,49 @@ def loo_residuals(w: np.ndarray, V: np.ndarray, y: np.ndarray, ridge: float,
     return res.reshape(y.shape)
 
 
-def choose_ridge(kernels: dict[int, np.ndarray], y: np.ndarray, *, center: bool,
-                 ridges: Sequence[float] | None = None) -> LooChoice:
-    """Choose (depth, λ) with the smallest mean squared leave-one-out residual.
+BLOCK_BYTES = 16 << 20
+"""Row blocks of the O(N²) passes over K or its eigenvectors (finiteness, norms, V²·v)
+hold at most this many bytes of temporaries."""
 
-    ``kernels`` maps depth → K(X, X); ``ridges`` (absolute λ values) default to
-    10^k · mean(diag K) for k in :data:`RIDGE_GRID_EXPONENTS`.  Ties go to the
-    smaller depth and then to the larger λ.
+
+def _row_blocks(n: int, width: int) -> range:
+    return range(0, n, max(1, BLOCK_BYTES // (8 * max(1, width))))
+
+
+def _squares_times(V: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(V ∘ V) v in row blocks (no N×N temporary)."""
+    step = _row_blocks(len(V), V.shape[1]).step
+    return np.concatenate([(V[r0:r0 + step] ** 2) @ v for r0 in range(0, len(V), step)])
+
+
+def _all_finite(K: np.ndarray) -> bool:
+    step = _row_blocks(len(K), K.shape[1]).step
+    return all(np.all(np.isfinite(K[r0:r0 + step])) for r0 in range(0, len(K), step))
+
+
+def _fortran_view(K: np.ndarray) -> np.ndarray:
+    """K itself as a Fortran-ordered array (Kᵀ of a C-ordered symmetric K), so that
+    LAPACK works on its memory instead of a copy."""
+    return K.T if K.flags.c_contiguous and not K.flags.f_contiguous else K
+
+
+def eigen_decomposition(K: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(w, V) with K = V diag(w) Vᵀ for a symmetric K (LAPACK dsyevr, O(N) workspace).
+
+    ``overwrite=True`` lets LAPACK work in K's memory (K is destroyed): peak memory
+    K plus V.  Only one triangle of K is read (the kernels' tiles are mirrored exactly).
     """
+    if not (overwrite and K.dtype == np.float64):
+        K = np.array(K, dtype=np.float64, order="F", copy=True)
+    return linalg.eigh(_fortran_view(K), lower=True, overwrite_a=True, check_finite=False,
+                       driver="evr")
+
+
+def _loo_search(kernels: dict[int, np.ndarray], y: np.ndarray, *, center: bool,
+                ridges: Sequence[float] | None, overwrite: bool
+                ) -> tuple[LooChoice, np.ndarray, np.ndarray]:
+    """:func:`choose_ridge`, also returning the eigendecomposition (w, V) of the chosen
+    depth's K; ``overwrite``: the kernels' memory may be used (they are destroyed)."""
     n = len(y)
     if n < 2 or (center and n < 3):
         raise InputError(f"choosing the ridge by leave-one-out needs at least "
@@ -168,12 +218,15 @@ def choose_ridge(kernels: dict[int, np.ndarray], y: np.ndarray, *, center: bool,
                          "give a number, e.g. ridge=1")
     depths = tuple(kernels)
     grid, errors = [], []
-    for d in depths:
-        K = kernels[d]
-        if not np.all(np.isfinite(K)):
+    best: tuple[float, int, int] | None = None  # (error, depth index, −λ index): min wins
+    kept = None
+    for i, d in enumerate(depths):
+        K = kernels.pop(d) if overwrite else kernels[d]  # overwritten: freed after eigh
+        if not _all_finite(K):
             raise SingularKernelError("the kernel matrix contains NaN or infinite values")
-        w, V = np.linalg.eigh(0.5 * (K + K.T))
         scale = float(np.mean(np.diag(K)))
+        w, V = eigen_decomposition(K, overwrite=overwrite)
+        del K
         lams = (np.asarray(ridges, dtype=float) if ridges is not None
                 else 10.0 ** RIDGE_GRID_EXPONENTS * (scale if scale > 0 else 1.0))
         row = []
@@ -187,15 +240,31 @@ def choose_ridge(kernels: dict[int, np.ndarray], y: np.ndarray, *, center: bool,
             row.append(float(np.mean(r * r)))
         grid.append(lams)
         errors.append(row)
+        for j, e in enumerate(row):
+            if np.isfinite(e) and (best is None or (e, i, -j) < best):
+                best = (e, i, -j)
+        if best is not None and best[1] == i:
+            kept = (w, V)  # the winner so far; an earlier depth's V is released
+        del V
     G, E = np.array(grid), np.array(errors)
-    if not np.any(np.isfinite(E)):
+    if best is None:
         raise SingularKernelError("K + λI is singular for every λ of the leave-one-out "
                                   "grid; give a larger ridge explicitly")
-    best = np.min(E)
-    rows, cols = np.nonzero(E == best)
-    i, j = min(zip(rows.tolist(), cols.tolist(), strict=True), key=lambda ij: (ij[0], -ij[1]))
-    return LooChoice(ridge=float(G[i, j]), depth=depths[i], error=float(best), grid=G,
-                     errors=E, depths=depths)
+    error, i, j = best
+    choice = LooChoice(ridge=float(G[i, -j]), depth=depths[i], error=float(error), grid=G,
+                       errors=E, depths=depths)
+    return choice, kept[0], kept[1]
+
+
+def choose_ridge(kernels: dict[int, np.ndarray], y: np.ndarray, *, center: bool,
+                 ridges: Sequence[float] | None = None) -> LooChoice:
+    """Choose (depth, λ) with the smallest mean squared leave-one-out residual.
+
+    ``kernels`` maps depth → K(X, X); ``ridges`` (absolute λ values) default to
+    10^k · mean(diag K) for k in :data:`RIDGE_GRID_EXPONENTS`.  Ties go to the
+    smaller depth and then to the larger λ.
+    """
+    return _loo_search(kernels, y, center=center, ridges=ridges, overwrite=False)[0]
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -358,11 +427,20 @@ class KernelRegressor:
     dual-activation method (``degree`` for gh, ``tol`` for hgm).  ``kernel_cache``:
     a :class:`KernelCache` shared by estimators (e.g. the candidates of a grid search).
 
+    Scale (issue 10): ``solver`` (:data:`SOLVERS`): ``"direct"`` factorises in K's
+    own memory (Cholesky; with leave-one-out, the eigendecomposition it needs
+    anyway), ``"cg"`` runs conjugate gradients over K written to a zarr store
+    (``kernel_store``, default a temporary folder; ``cg_tol``; ``ridge="auto"``
+    by leave-one-out on :data:`CG_LOO_ROWS` random rows; no GP posterior),
+    ``"auto"`` the direct solver when :func:`direct_solver_memory` fits the budget.
+    ``memory`` (a budget such as ``"16GB"``) and ``tile`` size the kernel's tiles.
+
     After :meth:`fit`: ``ridge_`` and ``depth_`` (the values used), ``loo_error_``
     (mean squared LOO residual, NaN for an explicit ridge), ``loo_`` (the whole
     :class:`LooChoice`), ``y_offset_``, ``alpha_`` = (K + λI)⁻¹(y − y_offset_),
     ``X_train_`` (scaled training inputs), ``input_scale_`` (the fitted scaling),
-    ``centered_`` (whether the targets were centred).
+    ``centered_`` (whether the targets were centred), ``K_train_diag_`` (diag K),
+    ``solver_`` (``"direct"`` or ``"cg"``), ``cg_iterations_``, ``loo_rows_``.
     """
 
     def __init__(self, activation: str = "relu", depth: int | Sequence[int] = 1,
@@ -370,7 +448,9 @@ class KernelRegressor:
                  convention: str = "arora", W_std: float = 1.0, b_std: float = 0.0,
                  method: str = "auto", input_scale: str = "auto",
                  center: bool | str = "auto", method_options: dict | None = None,
-                 kernel_cache: KernelCache | None = None):
+                 kernel_cache: KernelCache | None = None, solver: str = "auto",
+                 memory: str | int | float | None = None, tile: int | None = None,
+                 kernel_store: str | None = None, cg_tol: float | None = None):
         self.activation = activation
         self.depth = depth
         self.ridge = ridge
@@ -383,9 +463,15 @@ class KernelRegressor:
         self.center = center
         self.method_options = method_options
         self.kernel_cache = kernel_cache
+        self.solver = solver
+        self.memory = memory
+        self.tile = tile
+        self.kernel_store = kernel_store
+        self.cg_tol = cg_tol
 
     _PARAMS = ("activation", "depth", "ridge", "kind", "convention", "W_std", "b_std",
-               "method", "input_scale", "center", "method_options", "kernel_cache")
+               "method", "input_scale", "center", "method_options", "kernel_cache",
+               "solver", "memory", "tile", "kernel_store", "cg_tol")
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor parameters (scikit-learn style)."""
@@ -411,17 +497,20 @@ class KernelRegressor:
                     method=self.method, **dict(self.method_options or {}))
 
     def _kernels(self, X1, X2, depths: Sequence[int], progress: Progress | None = None, *,
-                 kind: str | None = None) -> dict[int, np.ndarray]:
+                 kind: str | None = None, client=None) -> dict[int, np.ndarray]:
         kw = self._kernel_kw(kind)
-        if progress is not None:
-            kw["progress"] = progress
+        for key, value in (("progress", progress), ("client", client), ("tile", self.tile),
+                           ("memory", self.memory)):
+            if value is not None:
+                kw[key] = value
         if self.kernel_cache is not None:
             return self.kernel_cache.kernels(X1, X2, depths, **kw)
         return kernels_by_depth(X1, X2, depths, **kw)
 
     def _kernel(self, X1, X2=None, progress: Progress | None = None, *,
-                kind: str | None = None) -> np.ndarray:
-        return self._kernels(X1, X2, [self.depth_], progress, kind=kind)[self.depth_]
+                kind: str | None = None, client=None) -> np.ndarray:
+        return self._kernels(X1, X2, [self.depth_], progress, kind=kind,
+                             client=client)[self.depth_]
 
     def _depths(self) -> tuple[int, ...]:
         d = self.depth
@@ -444,8 +533,49 @@ class KernelRegressor:
 
     # -- fit / predict
 
-    def fit(self, X, y, *, progress: Progress | None = None) -> KernelRegressor:
-        """Scale X, compute K(X, X), choose λ (and depth) if asked, solve (K + λI)α = y − ȳ."""
+    def _check_solver(self, depths: tuple[int, ...]) -> None:
+        if self.solver not in SOLVERS:
+            raise InputError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        if self.solver != "cg" and (self.kernel_store is not None or self.cg_tol is not None):
+            raise InputError("kernel_store (--kernel-store) and cg_tol (--cg-tol) apply to "
+                             f"solver 'cg' only, not to solver {self.solver!r}")
+        if self.kernel_store is not None and not str(self.kernel_store).lower().endswith(".zarr"):
+            raise InputError(f"kernel_store {str(self.kernel_store)!r}: the kernel of the cg "
+                             "solver is a zarr store, give a path ending in .zarr")
+        if self.cg_tol is not None and not (isinstance(self.cg_tol, (int, float))
+                                            and 0 < self.cg_tol < 1):
+            raise InputError(f"cg_tol must be a number in (0, 1), got {self.cg_tol!r}")
+        if self.memory is not None:
+            from .tiling import parse_memory
+
+            parse_memory(self.memory, "memory")
+        if self.solver == "cg" and len(depths) > 1:
+            raise InputError("a list of depths is chosen by leave-one-out, which needs the "
+                             "direct solver; give one depth with solver 'cg'")
+
+    def _choose_solver(self, n: int, depths: tuple[int, ...], loo: bool) -> str:
+        """``direct`` where K (and, for leave-one-out, its eigenvectors) fit the memory
+        budget, else ``cg`` (solver ``auto``); an error for ``direct`` when they do not."""
+        if self.solver == "cg":
+            return "cg"
+        need = direct_solver_memory(n, len(depths), loo)
+        fits, have = _fits_memory(need, self.memory)
+        if fits:
+            return "direct"
+        if self.solver == "direct":
+            from .tiling import format_bytes
+
+            raise InputError(f"the direct solver needs {format_bytes(need)} for the "
+                             f"{n}×{n} kernel{' and its eigenvectors (ridge auto)' if loo else ''}"
+                             f", {format_bytes(have)} available; use solver 'cg' (--solver cg)")
+        return "cg"
+
+    def fit(self, X, y, *, progress: Progress | None = None, client=None) -> KernelRegressor:
+        """Scale X, compute K(X, X), choose λ (and depth) if asked, solve (K + λI)α = y − ȳ.
+
+        ``client``: a ``dask.distributed.Client`` for the kernel's tiles (and the
+        conjugate-gradient products).
+        """
         X = _as_2d(X, "X")
         y = np.asarray(y, dtype=np.float64)
         if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
@@ -457,60 +587,152 @@ class KernelRegressor:
         auto = isinstance(self.ridge, str)
         if auto and self.ridge != "auto":
             raise InputError(f"ridge must be 'auto' or a finite number >= 0, got {self.ridge!r}")
+        ridge = float("nan")
         if not auto:
             ridge = float(self.ridge)
             if not (np.isfinite(ridge) and ridge >= 0):
                 raise InputError(f"ridge must be 'auto' or a finite number >= 0, "
                                  f"got {self.ridge!r}")
+        self._check_solver(depths)
         center = self._centers()
         scaler = InputScale(self.input_scale).fit(X)
         Xs = scaler.transform(X)
         offset = y.mean(axis=0) if center else np.zeros(y.shape[1:])
-        Ks = self._kernels(Xs, None, depths, progress)
-        if auto or len(depths) > 1:
-            self.loo_ = choose_ridge(Ks, y, center=center,
-                                     ridges=None if auto else [ridge])
-            ridge, depth, self.loo_error_ = self.loo_.ridge, self.loo_.depth, self.loo_.error
-        else:
-            self.loo_, depth, self.loo_error_ = None, depths[0], float("nan")
-        K = Ks[depth]
         yc = y - offset if center else y
-        self.factor_ = factor_kernel_system(K, ridge)
-        self.alpha_ = linalg.cho_solve(self.factor_, yc, check_finite=False)
+        loo = auto or len(depths) > 1
+        solver = self._choose_solver(len(X), depths, loo)
+        self.__dict__.pop("nngp_train_", None)  # the NTK-GP's NNGP of an earlier fit
+        self.cg_iterations_ = None
+        if solver == "cg":
+            depth = depths[0]
+            self.depth_ = depth
+            ridge, self.alpha_, self.K_train_diag_ = self._fit_cg(Xs, y, yc, ridge, center,
+                                                                 progress, client)
+            self.system_ = None
+        else:
+            Ks = self._kernels(Xs, None, depths, progress, client=client)
+            own = self.kernel_cache is None  # a cached K is shared: not to be overwritten
+            diags = {d: np.diag(K).copy() for d, K in Ks.items()}
+            if loo:
+                self.loo_, w, V = _loo_search(Ks, y, center=center,
+                                              ridges=None if auto else [ridge], overwrite=own)
+                ridge, depth, self.loo_error_ = self.loo_.ridge, self.loo_.depth, self.loo_.error
+                self.K_train_diag_ = diags[depth]
+                del Ks
+                self.system_ = EigenSystem(w, V, ridge)
+            else:
+                self.loo_, depth, self.loo_error_ = None, depths[0], float("nan")
+                K = Ks.pop(depth)
+                del Ks
+                self.K_train_diag_ = np.diag(K).copy()
+                self.system_ = CholeskySystem(factor_kernel_system(K, ridge, overwrite=own))
+                del K
+            self.alpha_ = self.system_.solve(yc)
+        if solver == "direct":
+            self.loo_rows_ = len(X) if loo else None
+        self.solver_ = solver
         self.ridge_, self.depth_ = ridge, depth
         self.y_offset_ = offset
         self.centered_ = center
         self.input_scale_ = scaler
         self.X_train_ = Xs
         self.y_train_ = y
-        self.K_train_ = K
         self.n_features_in_ = X.shape[1]
-        self.__dict__.pop("nngp_train_", None)  # the NTK-GP's NNGP of an earlier fit
         return self
 
+    def _fit_cg(self, Xs, y, yc, ridge: float, center: bool, progress, client):
+        """Conjugate gradients over K(X, X) written tile by tile to a zarr store:
+        (λ, α, diag K); ``ridge`` NaN: λ by leave-one-out on CG_LOO_ROWS rows."""
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from .kernels import plan_kernel, run_tiles
+        from .solvers import DEFAULT_TOL, conjugate_gradient, open_kernel
+        from .store import TiledOutput, check_output, check_size
+
+        n = len(Xs)
+        tmp = None
+        if self.kernel_store is not None:
+            path = str(self.kernel_store)
+            check_output(path, (self.depth_,))
+        else:
+            tmp = tempfile.mkdtemp(prefix="ntkhgm-cg-")
+            path = str(Path(tmp) / "K.zarr")
+        try:
+            check_size(path, (n, n), 1)
+            kw = self._kernel_kw()
+            workers = 1
+            if client is not None:
+                from .parallel import n_workers
+
+                workers = n_workers(client)
+            plan, _ = plan_kernel(Xs, None, depth=self.depth_, tile=self.tile,
+                                  memory=self.memory, parallel=workers, **kw)
+            store = TiledOutput(path, plan, resume=False, compressed=False)
+            try:
+                run_tiles(plan, store.write, client=client, progress=progress)
+            except BaseException:
+                store.discard()
+                raise
+            store.finish()
+            K = open_kernel(path)
+            from .solvers import _block_rows, _diagonal
+
+            diag = _diagonal(K, _block_rows(n, 1, self.memory))
+            if np.isnan(ridge):
+                rows = np.sort(np.random.default_rng(0).choice(n, min(n, CG_LOO_ROWS),
+                                                               replace=False))
+                sub = np.asarray(K.get_orthogonal_selection((rows, rows)), dtype=np.float64)
+                self.loo_ = choose_ridge({self.depth_: sub}, y[rows], center=center)
+                self.loo_error_, ridge = self.loo_.error, self.loo_.ridge
+                del sub
+            else:
+                self.loo_, self.loo_error_ = None, float("nan")
+            self.loo_rows_ = None if self.loo_ is None else min(n, CG_LOO_ROWS)
+            tol = DEFAULT_TOL if self.cg_tol is None else float(self.cg_tol)
+            rank = nystrom_rank(n, self.memory)
+            alpha, self.cg_iterations_ = conjugate_gradient(
+                K, yc, ridge, tol=tol, maxiter=min(10 * n, CG_MAXITER), memory=self.memory,
+                client=client, preconditioner="nystrom" if rank else "jacobi", rank=rank)
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return ridge, alpha, diag
+
     def predict(self, X, *, return_std: bool = False, return_cov: bool = False,
-                progress: Progress | None = None):
+                progress: Progress | None = None, client=None):
         """f(X) = ȳ + K(X, X_train) α; with return_std / return_cov the GP posterior too.
 
         Returns the mean, or ``(mean, std)`` / ``(mean, cov)`` (see the module
-        docstring: NNGP posterior for kind nngp, NTK-GP for kind ntk).
+        docstring: NNGP posterior for kind nngp, NTK-GP for kind ntk; direct
+        solver only).  ``client``: a Dask client for the kernel's tiles.
         """
         if not hasattr(self, "alpha_"):
             raise InputError("KernelRegressor.predict called before fit")
         if return_std and return_cov:
             raise InputError("at most one of return_std and return_cov can be requested")
+        if (return_std or return_cov) and self.system_ is None:
+            raise InputError("the GP posterior (return_std, return_cov) needs the direct "
+                             "solver; this model was fitted by conjugate gradients "
+                             "(solver 'cg')")
         X = _as_2d(X, "X")
         if X.shape[1] != self.X_train_.shape[1]:
             raise InputError(f"X has {X.shape[1]} columns, the training data "
                              f"{self.X_train_.shape[1]}")
         X = self.input_scale_.transform(X)
-        Kx = self._kernel(X, self.X_train_, progress=progress)
+        if not (return_std or return_cov):
+            # the mean only: K(X, X_train) in batches of test rows within the budget
+            step = self._predict_rows(len(X))
+            mean = np.concatenate([
+                self._kernel(X[r0:r0 + step], self.X_train_, progress=progress,
+                             client=client) @ self.alpha_ for r0 in range(0, len(X), step)])
+            return mean + self.y_offset_ if self.centered_ else mean
+        Kx = self._kernel(X, self.X_train_, progress=progress, client=client)
         mean = Kx @ self.alpha_
         if self.centered_:
             mean = mean + self.y_offset_
-        if not (return_std or return_cov):
-            return mean
-        A = linalg.cho_solve(self.factor_, Kx.T, check_finite=False)  # (K + λI)⁻¹ K(X_train, X)
+        A = self.system_.solve(Kx.T)  # (K + λI)⁻¹ K(X_train, X)
         if self.kind == "nngp":
             if return_cov:
                 cov = self._kernel(X, kind="nngp") - Kx @ A
@@ -532,6 +754,15 @@ class KernelRegressor:
             return mean, 0.5 * (cov + cov.T)
         return mean, np.sqrt(np.maximum(var, 0.0))
 
+    def _predict_rows(self, n: int) -> int:
+        """Test rows per batch of K(X, X_train): all of them when that fits a quarter of
+        the budget (``memory``, ``NTKHGM_MEMORY``, else the available memory)."""
+        from .tiling import available_memory, current_rss, memory_budget
+
+        budget = memory_budget(self.memory)
+        have = budget - current_rss() if budget is not None else available_memory()
+        return int(max(1, min(n, 0.25 * have // (8 * len(self.X_train_)))))
+
     def _diag(self, X, kind: str) -> np.ndarray:
         kw = self._kernel_kw(kind)
         return kernel_diag(X, depth=self.depth_, **kw)
@@ -541,25 +772,82 @@ class KernelRegressor:
         return r2_score(y, self.predict(X))
 
 
-def factor_kernel_system(K: np.ndarray, ridge: float = 0.0):
-    """Cholesky factor of K + ridge·I (scipy cho_factor form); SingularKernelError if not PD."""
+def factor_kernel_system(K: np.ndarray, ridge: float = 0.0, *, overwrite: bool = False):
+    """Cholesky factor of K + ridge·I (scipy cho_factor form); SingularKernelError if not PD.
+
+    ``overwrite=True``: the factor is computed in K's own memory (K, symmetric
+    float64, is destroyed): no N×N copy.
+    """
     n = K.shape[0]
-    A = np.array(K, dtype=np.float64, copy=True)
-    A[np.diag_indices(n)] += ridge
+    if overwrite and K.dtype == np.float64 and (K.flags.c_contiguous or K.flags.f_contiguous):
+        A = _fortran_view(K)
+    else:
+        A = np.array(K, dtype=np.float64, order="F", copy=True)
     hint = (f"the kernel matrix K + {ridge:g}·I ({n}×{n}) is singular or not positive "
             "definite (duplicate or collinear training rows?); use a ridge, "
             "e.g. --ridge 1e-8 (KernelRegressor(ridge=...))")
-    if not np.all(np.isfinite(A)):
+    if not _all_finite(A):
         raise SingularKernelError("the kernel matrix contains NaN or infinite values")
+    A[np.diag_indices(n)] += ridge
+    # ‖A‖₁ (column sums; A is symmetric, so row sums) in row blocks
+    anorm = max(float(np.abs(A[r0:r0 + step]).sum(axis=1).max())
+                for step in [_row_blocks(n, n).step] for r0 in range(0, n, step))
     try:
-        factor = linalg.cho_factor(A, lower=False, check_finite=False)
+        factor = linalg.cho_factor(A, lower=False, overwrite_a=True, check_finite=False)
     except linalg.LinAlgError:
         raise SingularKernelError(hint) from None
-    anorm = np.abs(A).sum(axis=0).max()
     rcond, info = lapack.dpocon(factor[0], anorm, uplo="U")
     if info != 0 or not rcond > RCOND_FACTOR * n * np.finfo(float).eps:
         raise SingularKernelError(hint + f" [reciprocal condition number {rcond:.1e}]")
     return factor
+
+
+def direct_solver_memory(n: int, n_depths: int = 1, loo: bool = False) -> int:
+    """Bytes the direct solver needs at its peak: one N×N kernel per depth, plus the
+    eigenvectors for leave-one-out (the factorisations work in the kernel's memory)."""
+    return 8 * n * n * (n_depths + (1 if loo else 0)) + DIRECT_OVERHEAD
+
+
+def nystrom_rank(n: int, memory) -> int:
+    """Rank of the cg solver's Nyström preconditioner: NYSTROM_RANK columns, fewer where
+    its four n×rank arrays would take more than a quarter of the budget (0: Jacobi)."""
+    from .solvers import NYSTROM_RANK
+
+    have = _fits_memory(0, memory)[1]
+    rank = int(min(NYSTROM_RANK, n, 0.25 * have // (32 * n)))
+    return rank if rank >= 20 else 0
+
+
+def _fits_memory(need: int, memory) -> tuple[bool, int]:
+    """(need ≤ what the budget leaves, what it leaves): the budget (``memory`` or
+    ``NTKHGM_MEMORY``) less this process's memory, else the available memory."""
+    from .tiling import available_memory, current_rss, memory_budget
+
+    budget = memory_budget(memory)
+    have = budget - current_rss() if budget is not None else available_memory()
+    return need <= have, max(0, int(have))
+
+
+class CholeskySystem:
+    """(K + λI)⁻¹ B by the Cholesky factor of :func:`factor_kernel_system`."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def solve(self, B: np.ndarray) -> np.ndarray:
+        return linalg.cho_solve(self.factor, B, check_finite=False)
+
+
+class EigenSystem:
+    """(K + λI)⁻¹ B = V diag(1/(w + λ)) Vᵀ B from the eigendecomposition of leave-one-out."""
+
+    def __init__(self, w: np.ndarray, V: np.ndarray, ridge: float):
+        self.w, self.V, self.ridge = w, V, float(ridge)
+
+    def solve(self, B: np.ndarray) -> np.ndarray:
+        inv = 1.0 / (self.w + self.ridge)
+        C = self.V.T @ B
+        return self.V @ (inv[:, None] * C if C.ndim == 2 else inv * C)
 
 
 def solve_kernel_system(K: np.ndarray, y: np.ndarray, ridge: float = 0.0) -> np.ndarray:

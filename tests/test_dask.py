@@ -190,3 +190,29 @@ def test_conjugate_gradients_on_the_cluster(client, tmp_path):
                               client=client)
     ref = linalg.solve(K + 0.5 * np.eye(len(K)), y, assume_a="pos")
     assert np.max(np.abs(a - ref)) <= 1e-9 * np.max(np.abs(ref))
+
+
+def test_regress_cg_with_jobs_two(tmp_path):
+    """`regress --solver cg --jobs 2`: tiles and the products K·p on a local cluster."""
+    from conftest import relu_ntk_reference
+
+    from ntkhgm.regression import scale_inputs
+
+    Z = rng.standard_normal((60, 3))
+    y = Z[:, 0] - Z[:, 1] * Z[:, 2]
+    train, test, out = tmp_path / "train.csv", tmp_path / "test.csv", tmp_path / "pred.csv"
+    np.savetxt(train, np.c_[Z, y], delimiter=",")
+    np.savetxt(test, np.c_[XT, XT[:, 0]], delimiter=",")
+    try:
+        runner = CliRunner(mix_stderr=False)
+    except TypeError:
+        runner = CliRunner()
+    r = runner.invoke(main, ["regress", str(train), str(test), "--target", "-1", "-L", "2",
+                             "--ridge", "0.2", "--solver", "cg", "--jobs", "2", "--tile", "16",
+                             "-o", str(out)])
+    assert r.exit_code == 0, r.stderr
+    A, B = scale_inputs(Z, XT, "auto")
+    K = relu_ntk_reference(A, A, 2)
+    ref = relu_ntk_reference(B, A, 2) @ np.linalg.solve(K + 0.2 * np.eye(60), y - y.mean())
+    got = np.loadtxt(out, delimiter=",", skiprows=1)
+    assert rel(got, ref + y.mean()) <= 1e-7

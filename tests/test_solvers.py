@@ -67,3 +67,33 @@ def test_cg_errors(tmp_path):
         open_kernel(tmp_path / "bad.npy")
     with pytest.raises(InputError, match=".npy or .zarr"):
         open_kernel(tmp_path / "K.csv")
+
+
+@pytest.mark.parametrize("kind", ["array", "zarr"])
+def test_nystrom_preconditioner_same_solution_fewer_iterations(tmp_path, kind):
+    from ntkhgm.solvers import nystrom_preconditioner
+
+    Z = np.random.default_rng(4).standard_normal((300, 5)) / np.sqrt(5)
+    big = relu_ntk_reference(Z, Z, 3)
+    if kind == "zarr":
+        import zarr
+
+        z = zarr.create_array(store=str(tmp_path / "K.zarr"), shape=big.shape,
+                              chunks=(64, 64), dtype="f8")
+        z[:] = big
+        Kf = open_kernel(tmp_path / "K.zarr")
+    else:
+        Kf = big
+    y = np.sin(3 * Z[:, 0]) + Z[:, 1]
+    ref = linalg.solve(big + 0.1 * np.eye(300), y, assume_a="pos")
+    a, it = conjugate_gradient(Kf, y, 0.1, tol=1e-12, preconditioner="nystrom", rank=60)
+    _, it_jacobi = conjugate_gradient(Kf, y, 0.1, tol=1e-12)
+    assert np.max(np.abs(a - ref)) <= 1e-9 * np.max(np.abs(ref))
+    assert it < it_jacobi
+    # P = K̂ + λI exactly: with every column, K̂ = K and P⁻¹ is (K + λI)⁻¹
+    full = nystrom_preconditioner(Kf, 0.1, 300)
+    np.testing.assert_allclose(full(y[:, None])[:, 0], ref, rtol=1e-8, atol=1e-8)
+    with pytest.raises(InputError, match="preconditioner"):
+        conjugate_gradient(Kf, y, 0.1, preconditioner="ilu")
+    a0, _ = conjugate_gradient(K, Y, 0.0, tol=1e-12, preconditioner="nystrom")  # Jacobi
+    assert np.max(np.abs(a0 - dense(0.0, Y))) <= 1e-6 * np.max(np.abs(dense(0.0, Y)))

@@ -477,10 +477,34 @@ class _Ridge(click.ParamType):
 @click.option("-o", "--output", metavar="PRED.csv",
               help="Write predictions here (.csv, .txt or .npy); default: CSV on stdout, "
                    "metrics on stderr.")
+@click.option("--solver", type=click.Choice(["auto", "direct", "cg"]), default="auto",
+              show_default=True,
+              help="direct: Cholesky (or, for --ridge auto, one eigendecomposition) in the "
+                   "kernel's own memory; cg: conjugate gradients over K(TRAIN, TRAIN) written "
+                   "tile by tile to a zarr store (--ridge auto: leave-one-out on 2000 random "
+                   "training rows); auto: direct when it fits the memory budget, else cg.")
+@click.option("--memory", metavar="SIZE",
+              help="Memory budget, e.g. 16GB (default: $NTKHGM_MEMORY, else the available "
+                   "memory): sizes the tiles and decides --solver auto.")
+@click.option("--tile", type=click.IntRange(min=1), metavar="ROWS",
+              help="Tile edge in rows (default: from the memory budget).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes of a local Dask cluster for the tiles (and cg's products).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Run the tiles (and cg's products) on this dask.distributed cluster "
+                   "(default: $DASK_SCHEDULER_ADDRESS).")
+@click.option("--kernel-store", metavar="K.zarr",
+              help="cg: write K(TRAIN, TRAIN) here and keep it (default: a temporary folder, "
+                   "removed after the fit; with --scheduler on several machines, a folder "
+                   "every worker can read).")
+@click.option("--cg-tol", type=float, metavar="TOL",
+              help="cg: stop when ‖(K + λI)α − y‖ ≤ TOL·‖y‖ [default: 1e-10].")
 def regress_cmd(train: str, test: str, target: str, activation: str, depth: int,
                 ridge: float | str, kind: str, convention: str, W_std: float, b_std: float,
                 method: str, quiet: bool, input_scale: str, center: bool | None,
-                output: str | None) -> None:
+                output: str | None, solver: str, memory: str | None, tile: int | None,
+                jobs: int, scheduler: str | None, kernel_store: str | None,
+                cg_tol: float | None) -> None:
     """Kernel regression f(x) = ȳ + K(x, X)(K(X, X) + λI)⁻¹(y − ȳ): predictions and metrics.
 
     TEST.csv may lack the target column; then only predictions are written.
@@ -488,24 +512,47 @@ def regress_cmd(train: str, test: str, target: str, activation: str, depth: int,
     """
     from ..duals import as_activation
     from ..io import load_table, load_test_table
+    from ..parallel import cluster_client
     from ..regression import KernelRegressor, regression_metrics
 
     act = as_activation(activation)
     _check_output(output, [train, test])
-    tr = load_table(train, target=target)
-    te = load_test_table(test, tr, target)
     model = KernelRegressor(activation=act.name, depth=depth, ridge=ridge, kind=kind,
                             convention=convention, W_std=W_std, b_std=b_std, method=method,
                             input_scale=input_scale,
-                            center="auto" if center is None else center)
-    with _one_line_warnings():
+                            center="auto" if center is None else center, solver=solver,
+                            memory=memory, tile=tile, kernel_store=kernel_store, cg_tol=cg_tol)
+    model._check_solver((depth,))  # incompatible options: one line, before the files are read
+    if kernel_store is not None:
+        from ..store import check_output
+
+        check_output(kernel_store, (depth,))
+        for path in (train, test):
+            if Path(path).resolve() == Path(kernel_store).resolve():
+                raise InputError(f"{kernel_store}: the kernel store would overwrite {path}")
+    tr = load_table(train, target=target)
+    te = load_test_table(test, tr, target)
+    with _one_line_warnings(), cluster_client(jobs, scheduler) as client:
         with _progress("fit: K(train, train)", quiet) as progress:
-            model.fit(tr.X, tr.y, progress=progress)
+            model.fit(tr.X, tr.y, progress=progress, client=client)
         with _progress("predict: K(test, train)", quiet) as progress:
-            pred = model.predict(te.X, progress=progress)
+            pred = model.predict(te.X, progress=progress, client=client)
     if ridge == "auto" and not quiet:
+        rows = (f", on {model.loo_rows_} of {len(tr.X)} training rows"
+                if model.solver_ == "cg" and model.loo_rows_ < len(tr.X) else "")
         click.echo(f"ntkhgm: ridge auto: λ = {model.ridge_:.6g} "
-                   f"(leave-one-out mean squared error {model.loo_error_:.6g})", err=True)
+                   f"(leave-one-out mean squared error {model.loo_error_:.6g}{rows})", err=True)
+    if model.solver_ == "cg" and not quiet:
+        why = ""
+        if solver == "auto":
+            from ..regression import direct_solver_memory
+            from ..tiling import format_bytes
+
+            need = direct_solver_memory(len(tr.X), 1, ridge == "auto")
+            why = f" (auto: the direct solver would need {format_bytes(need)})"
+        click.echo(f"ntkhgm: solver cg: {model.cg_iterations_} iterations over the "
+                   f"{len(tr.X)}×{len(tr.X)} kernel"
+                   + (f", kept in {kernel_store}" if kernel_store else "") + why, err=True)
     name = f"{tr.target_name}_pred" if tr.target_name else "prediction"
     _write(output, pred, [name])
     if te.y is None:
