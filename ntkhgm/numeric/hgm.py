@@ -109,6 +109,7 @@ class HGMEvaluator:
         self.mode = mode
         self._rs = None
         self._ends: dict = {}
+        self._plans: dict = {}
         self.regions: Counter = Counter()
         self._far_bound = np.empty(0)
         self._trust_end: bool | None = None
@@ -141,7 +142,9 @@ class HGMEvaluator:
             try:
                 es = EndSystem.from_rho_system(self.rs, end)
                 one = np.ones(1)
-                self._ends[end] = (es, EndPathEvaluator(es, one, one).spectrum[0])
+                reference = EndPathEvaluator(es, one, one)
+                self._ends[end] = (es, reference.spectrum[0])
+                self._plans[end] = reference.plan
             except SingularityError:
                 self._ends[end] = None
         return self._ends[end]
@@ -232,7 +235,7 @@ class HGMEvaluator:
             return out
         es, spectrum = self.end_system(end)
         try:
-            ev = EndPathEvaluator(es, sa, sb)
+            ev = EndPathEvaluator(es, sa, sb, self._plans[end])
         except SingularityError as exc:
             self._name_lambda(exc, sa, sb, theta)
         # D = Σ_j M_0j(t) Y_j.  Rounding of the start (relative to the size of G̃) is
@@ -257,8 +260,22 @@ class HGMEvaluator:
         near = reach & (t <= t1)
         y = np.full(y0.shape, np.nan)
         y1 = y0.copy()                 # Y at t₁, where the local solutions take over
+        # an independent check of every path: the limit of its local solution at |ρ| = 1
+        # against the 1-D integral E[f(√a z) f(±√b z)] there.  Rounding in the start values,
+        # the gauge, the path and the series shows up there as it does at the target;
+        # paths that cannot be checked (no local solutions) are left to the fallback
+        vals, inv = np.unique(np.concatenate([sa[ok], sb[ok]]), return_inverse=True)
+        exact = expect_pair_1d_shared(self.f, vals, inv[: t.size], inv[t.size:], end)
+        check = np.full(t.size, T_CHECK)
+
+        def passes(mask):
+            limit = np.einsum("pj,pj->p", ev.to_original(check)[:, 0, :],
+                              local.transfer(np.where(mask[:, None], y1, 1.0), t1, check))
+            return mask & (np.abs(limit - exact) <= CHECK_TOL * self.tol * scale)
+
         try:
-            # large variances (t₁ < t₀): a path in log t to t₁ first
+            # large variances (t₁ < t₀): a path in log t to t₁ first (measured: cheaper than
+            # the series of the moments at t₁, ~1/t₁ terms, which often misses the check)
             self._log_path(ev, y0, t0, t1, y1, near & (t1 < t0))
             y[near] = local.transfer(y1, t1, np.where(near, t, t1))[near]
             # targets before t₁: a path in log t to the target, then on to t₁ for the check
@@ -269,16 +286,7 @@ class HGMEvaluator:
             i = int(np.flatnonzero(ok)[getattr(exc, "path", 0)])
             exc.path = i
             self._name_lambda(exc, sa, sb, theta)
-        # an independent check of every path: the limit of its local solution at |ρ| = 1
-        # against the 1-D integral E[f(√a z) f(±√b z)] there.  Rounding in the start values,
-        # the gauge, the path and the series shows up there as it does at the target;
-        # paths that cannot be checked (no local solutions) are left to the fallback
-        check = np.full(t.size, T_CHECK)
-        limit = np.einsum("pj,pj->p", ev.to_original(check)[:, 0, :],
-                          local.transfer(np.where(reach[:, None], y1, 1.0), t1, check))
-        vals, inv = np.unique(np.concatenate([sa[ok], sb[ok]]), return_inverse=True)
-        exact = expect_pair_1d_shared(self.f, vals, inv[: t.size], inv[t.size:], end)
-        passed = reach & (np.abs(limit - exact) <= CHECK_TOL * self.tol * scale)
+        passed = passes(reach)
         y[~passed] = np.nan
         self.regions["Pfaffian local solutions at |ρ| = 1 (Frobenius)"] += int(np.sum(
             near & passed))
@@ -310,7 +318,7 @@ class HGMEvaluator:
         pmax = max(max(rs.p), max(rs.q))
         # the coefficients of z^p f(√a z) from those of f by the three-term recurrence
         # z·He_n = He_{n+1} + n·He_{n−1} (docs/math.md §8): one quadrature, not pmax + 1
-        H, _ = hs.hermite_coefficients(self.f, vals, kmax + pmax)
+        H, _ = self.coefficients(vals, kmax + pmax)
         # E[(√a z)^{2p} f(√a z)²] for the truncation bounds, one quadrature for all p
         seconds = expect_1d_powers(lambda u: self.f(u) ** 2, vals, [2 * p for p in range(pmax + 1)])
         coef, tails = {}, {}

@@ -410,11 +410,16 @@ class EndPathEvaluator:
     G̃ = diag(t^e)·P₁ t^(−F₁) P₂ t^(−F₂) ⋯ Y.
     """
 
-    def __init__(self, es: EndSystem, sa: np.ndarray, sb: np.ndarray):
+    def __init__(self, es: EndSystem, sa: np.ndarray, sb: np.ndarray,
+                 plan: tuple[tuple[bool, int, float], ...] | None = None):
+        """``plan``: the stages (raise the low block?, its size, the split point) of a
+        reference path (:attr:`plan`), which every path follows, its residue's spectrum
+        not depending on the variances; None: found from each path's residue."""
         r = len(es.shear)
         self.r = r
         deg = max([t[2] for row in es.numerators for e in row for t in e] + [0])
-        num = np.zeros((sa.size, r, r, deg + 1 + MAX_STAGES))
+        stages = MAX_STAGES if plan is None else len(plan)
+        num = np.zeros((sa.size, r, r, deg + 1 + stages))
         for i in range(r):
             for j in range(r):
                 num[:, i, j, :deg + 1] = _rho_coefficients(es.numerators[i][j], sa, sb, deg)
@@ -429,34 +434,46 @@ class EndPathEvaluator:
         num[: self.den.shape[0]] -= (self.den[:, :, None, None]
                                      * np.diag(self.shear)[None, None])
         self.gauge: list[tuple[np.ndarray, np.ndarray]] = []
-        num = self._reduce(num)
+        num = self._reduce(num, plan)
         top = num.shape[0]
         while top > 1 and not np.any(num[top - 1]):
             top -= 1
         self.num = np.ascontiguousarray(num[:top])
         self._rows = _Rows()
 
-    def _reduce(self, num: np.ndarray) -> np.ndarray:
+    def _reduce(self, num: np.ndarray, plan) -> np.ndarray:
         r = self.r
         eye = np.eye(r)
         cols = np.arange(r)
         d0 = self.den[0][:, None, None]
-        for _ in range(MAX_STAGES):
-            lam = np.sort(np.linalg.eigvals(num[0] / d0).real, axis=1)  # residues, (P, r)
-            n_neg = np.sum(lam < -NEG_TOL, axis=1)
-            n_high = np.sum(lam >= 1.0 - NEG_TOL, axis=1)
-            if not np.any(n_neg + n_high):
-                self.spectrum = lam
-                return num
-            # a stage splits off the eigenvalues < 0 and raises them by one or, once there
-            # are none, those ≥ 1 and lowers them by one: the spectrum ends in [0, 1)
-            # (non-resonant, docs/math.md §9), where the Frobenius series applies
-            raise_low = n_neg > 0
-            n = np.where(raise_low, n_neg, r - n_high)                  # size of the low group
-            lo = np.take_along_axis(lam, np.maximum(n - 1, 0)[:, None], 1)[:, 0]
-            hi = np.take_along_axis(lam, np.minimum(n, r - 1)[:, None], 1)[:, 0]
-            shift = np.where(n == r, lam[:, -1] + 1.0,
-                             np.where(n == 0, lam[:, 0] - 1.0, 0.5 * (lo + hi)))
+        paths = d0.shape[0]
+        steps = []
+        for stage in range(MAX_STAGES if plan is None else len(plan) + 1):
+            if plan is None or stage == len(plan):
+                lam = np.sort(np.linalg.eigvals(num[0] / d0).real, axis=1)  # residues, (P, r)
+                n_neg = np.sum(lam < -NEG_TOL, axis=1)
+                n_high = np.sum(lam >= 1.0 - NEG_TOL, axis=1)
+                if plan is not None or not np.any(n_neg + n_high):
+                    self.spectrum = lam
+                    self.plan = tuple(steps)
+                    return num
+                # a stage splits off the eigenvalues < 0 and raises them by one or, once
+                # there are none, those ≥ 1 and lowers them by one: the spectrum ends in
+                # [0, 1) (non-resonant, docs/math.md §9), where the Frobenius series applies
+                raise_low = n_neg > 0
+                n = np.where(raise_low, n_neg, r - n_high)              # size of the low group
+                lo = np.take_along_axis(lam, np.maximum(n - 1, 0)[:, None], 1)[:, 0]
+                hi = np.take_along_axis(lam, np.minimum(n, r - 1)[:, None], 1)[:, 0]
+                shift = np.where(n == r, lam[:, -1] + 1.0,
+                                 np.where(n == 0, lam[:, 0] - 1.0, 0.5 * (lo + hi)))
+                steps.append((bool(raise_low[0]), int(n[0]), float(shift[0])))
+            else:
+                low, size, split = plan[stage]
+                raise_low = np.full(paths, low)
+                n = np.full(paths, size)
+                n_neg = n if low else np.zeros(paths, dtype=int)
+                n_high = np.zeros(paths, dtype=int) if low else r - n
+                shift = np.full(paths, split)
             S = _sign_function(num[0] / d0 - shift[:, None, None] * eye)
             # an orthonormal basis whose first n vectors span the invariant subspace of the
             # low eigenvalues: P⁻¹R₀P is block upper triangular, which is all the shearing
@@ -489,7 +506,8 @@ class EndPathEvaluator:
     def subset(self, mask: np.ndarray) -> EndPathEvaluator:
         """The same evaluator for the paths ``mask`` only."""
         out = object.__new__(EndPathEvaluator)
-        out.r, out.shear, out.spectrum = self.r, self.shear, self.spectrum[mask]
+        out.r, out.shear, out.plan = self.r, self.shear, self.plan
+        out.spectrum = self.spectrum[mask]
         out.num, out.den = self.num[:, mask], self.den[:, mask]
         out.gauge = [(P[mask], f[mask]) for P, f in self.gauge]
         out._rows = _Rows()
