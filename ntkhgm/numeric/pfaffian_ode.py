@@ -526,20 +526,6 @@ class EndPathEvaluator:
         return (_polyval(num, t) / _polyval(den, t)).reshape(idx.size, self.r, self.r)
 
 
-def integrate_to_end(evaluator: EndPathEvaluator, g0: np.ndarray, t_start: np.ndarray,
-                     t_target: np.ndarray, *, tol: float, scale: np.ndarray,
-                     strict: bool = True) -> np.ndarray:
-    """G̃ at t_target from G̃ = g0 at t_start (0 < t_target ≤ t_start), all paths at once
-    (:func:`integrate_reduced` in the coordinates Y of the reduced system)."""
-    if np.any(t_target <= 0):
-        raise SingularityError("path ends on the singular locus |ρ| = 1")
-    y0 = np.linalg.solve(evaluator.to_original(t_start), g0[:, :, None])[:, :, 0]
-    M_end = evaluator.to_original(t_target)
-    y = integrate_reduced(evaluator, y0, t_start, t_target, tol=tol, scale=scale,
-                          weights=np.abs(M_end[:, 0, :]), strict=strict)
-    return np.einsum("pij,pj->pi", M_end, y)
-
-
 def integrate_reduced(evaluator: EndPathEvaluator, y0: np.ndarray, t_start: np.ndarray,
                       t_target: np.ndarray, *, tol: float, scale: np.ndarray,
                       weights: np.ndarray, strict: bool = True) -> np.ndarray:
