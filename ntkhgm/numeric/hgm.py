@@ -461,7 +461,7 @@ class HGMEvaluator:
         return out
 
     def _fallback(self, sa, sb, theta):
-        """Paths that cannot be trusted (docs/math.md §9, "Guards and what is left"): the
+        """Paths that cannot be trusted (docs/math.md §9, "An independent check"): the
         series to 2048 terms, then the reference quadrature."""
         out = self._series_far(sa, sb, theta)
         rest = np.isnan(out)
