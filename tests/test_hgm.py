@@ -276,13 +276,14 @@ def test_reduced_residues_are_non_resonant():
 
 def test_near_diagonal_paths_that_fail_their_check_go_to_the_fallback(monkeypatch):
     """A local solution whose limit at |ρ| = 1 misses the 1-D integral is not used: here
-    every transfer is spoilt by 1e-9 of the scale, and the reference quadrature answers."""
+    every evaluation of the local solutions is spoilt by 1e-9, and the reference
+    quadrature answers."""
     from ntkhgm.duals import _pfaffian
     from ntkhgm.numeric import pfaffian_ode
 
-    transfer = pfaffian_ode.FrobeniusSolutions.transfer
-    monkeypatch.setattr(pfaffian_ode.FrobeniusSolutions, "transfer",
-                        lambda self, y1, t1, t: transfer(self, y1, t1, t) + 1e-9)
+    evaluate = pfaffian_ode.FrobeniusSolutions.evaluate
+    monkeypatch.setattr(pfaffian_ode.FrobeniusSolutions, "evaluate",
+                        lambda self, c, t1, t: evaluate(self, c, t1, t) + 1e-9)
     a, b = np.array([1.0, 2.0]), np.array([1.0, 0.5])
     c = np.array([0.999, 1 - 1e-9]) * np.sqrt(a * b)
     resin = ntkhgm.get_activation("resin")

@@ -260,24 +260,10 @@ class HGMEvaluator:
         near = reach & (t <= t1)
         y = np.full(y0.shape, np.nan)
         y1 = y0.copy()                 # Y at t₁, where the local solutions take over
-        # an independent check of every path: the limit of its local solution at |ρ| = 1
-        # against the 1-D integral E[f(√a z) f(±√b z)] there.  Rounding in the start values,
-        # the gauge, the path and the series shows up there as it does at the target;
-        # paths that cannot be checked (no local solutions) are left to the fallback
-        vals, inv = np.unique(np.concatenate([sa[ok], sb[ok]]), return_inverse=True)
-        exact = expect_pair_1d_shared(self.f, vals, inv[: t.size], inv[t.size:], end)
-        check = np.full(t.size, T_CHECK)
-
-        def passes(mask):
-            limit = np.einsum("pj,pj->p", ev.to_original(check)[:, 0, :],
-                              local.transfer(np.where(mask[:, None], y1, 1.0), t1, check))
-            return mask & (np.abs(limit - exact) <= CHECK_TOL * self.tol * scale)
-
         try:
             # large variances (t₁ < t₀): a path in log t to t₁ first (measured: cheaper than
             # the series of the moments at t₁, ~1/t₁ terms, which often misses the check)
             self._log_path(ev, y0, t0, t1, y1, near & (t1 < t0))
-            y[near] = local.transfer(y1, t1, np.where(near, t, t1))[near]
             # targets before t₁: a path in log t to the target, then on to t₁ for the check
             mid = reach & ~near
             self._log_path(ev, y0, t0, t, y, mid)
@@ -286,7 +272,18 @@ class HGMEvaluator:
             i = int(np.flatnonzero(ok)[getattr(exc, "path", 0)])
             exc.path = i
             self._name_lambda(exc, sa, sb, theta)
-        passed = passes(reach)
+        c = local.weights(np.where(reach[:, None], y1, 1.0), t1)
+        y[near] = local.evaluate(c, t1, np.where(near, t, t1))[near]
+        # an independent check of every path: the limit of its local solution at |ρ| = 1
+        # against the 1-D integral E[f(√a z) f(±√b z)] there.  Rounding in the start values,
+        # the gauge, the path and the series shows up there as it does at the target;
+        # paths that cannot be checked (no local solutions) are left to the fallback
+        check = np.full(t.size, T_CHECK)
+        limit = np.einsum("pj,pj->p", ev.to_original(check)[:, 0, :],
+                          local.evaluate(c, t1, check))
+        vals, inv = np.unique(np.concatenate([sa[ok], sb[ok]]), return_inverse=True)
+        exact = expect_pair_1d_shared(self.f, vals, inv[: t.size], inv[t.size:], end)
+        passed = reach & (np.abs(limit - exact) <= CHECK_TOL * self.tol * scale)
         y[~passed] = np.nan
         self.regions["Pfaffian local solutions at |ρ| = 1 (Frobenius)"] += int(np.sum(
             near & passed))

@@ -688,20 +688,24 @@ class FrobeniusSolutions:
             out = np.where(todo & good, t, out)
         return out
 
-    def transfer(self, y1: np.ndarray, t1: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Y(t) from Y(t₁) = y1 (0 < t ≤ t₁, t₁ from :meth:`reach`), all paths at once."""
+    def weights(self, y1: np.ndarray, t1: np.ndarray) -> np.ndarray:
+        """C with Y = Φ(t)·(t/t₁)^{R₀}·C through Y(t₁) = y1 (t₁ from :meth:`reach`; NaN for
+        paths it turned down), in the balanced coordinates."""
+        at_1, _, _ = self._sum(t1)
+        bad = ~np.all(np.isfinite(at_1), axis=(1, 2))
+        at_1[bad] = np.eye(self.phi.shape[-1])
+        c = np.linalg.solve(at_1, (y1 / self.scaling)[:, :, None])
+        c[bad] = np.nan
+        return c
+
+    def evaluate(self, c: np.ndarray, t1: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Y(t) = Φ(t)·Σ_μ (t/t₁)^μ Π_μ·C for every path (0 < t ≤ t₁), C from :meth:`weights`:
+        the cost does not depend on t."""
         if np.any(t <= 0):
             raise SingularityError("path ends on the singular locus |ρ| = 1")
-        at_1, _, _ = self._sum(t1)
         at_t, _, _ = self._sum(t)
-        bad = ~np.all(np.isfinite(at_1), axis=(1, 2))      # paths :meth:`reach` turned down
-        at_1[bad] = np.eye(self.phi.shape[-1])
         power = sum((t / t1)[:, None, None] ** mu * Pm
                     for mu, Pm in zip(self.exponents, self.proj, strict=True))
-        c = np.linalg.solve(at_1, (y1 / self.scaling)[:, :, None])
-        out = (at_t @ (power @ c))[:, :, 0] * self.scaling
-        out[bad] = np.nan
-        return out
-
+        return (at_t @ (power @ c))[:, :, 0] * self.scaling
 
 EPS_FROBENIUS = 1e-17
