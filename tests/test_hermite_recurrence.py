@@ -95,3 +95,22 @@ def test_a_column_does_not_depend_on_its_batch():
     for i in (0, 6, 12):
         alone, _ = hs.hermite_coefficients(act.dsigma, SA[i:i + 1], 256, rec)
         assert np.array_equal(alone[:, 0], batch[:, i])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,derivative", [("resin", True), ("gelu", False)])
+def test_far_series_extends_its_coefficients(name, derivative):
+    """The far series' bins continue the recurrence from the previous bin's last
+    coefficients (HGMEvaluator._extend): equal to the quadrature to 1e-14 of the norm."""
+    from ntkhgm.numeric.hgm import HGMEvaluator
+
+    act = get_activation(name)
+    f = act.function(derivative)
+    ev = HGMEvaluator(f, None, mode="series", annihilator=act.annihilator_of(derivative))
+    sa = np.sqrt([0.01, 1.0, 50.0])
+    first = ev.coefficients(sa, 512)
+    H, second = ev._extend((sa, *first), sa[[0, 2]], 1024)
+    quad, second_q = hs.hermite_coefficients(f, sa[[0, 2]], 1024)
+    err = np.max(np.abs(H - quad), axis=0) / np.linalg.norm(quad, axis=0)
+    assert np.max(err) <= 1e-14, err
+    assert np.allclose(second, second_q, rtol=1e-13, atol=0)

@@ -356,11 +356,12 @@ class HGMEvaluator:
             out[rest] = self._general(sa[rest], sb[rest], theta[rest], vals, inv)
         return out.reshape(shape)
 
-    def _series(self, sa, sb, theta, vals, inv, bins):
-        """Mehler series where it converges within max(bins) terms; NaN elsewhere."""
+    def _series(self, sa, sb, theta, vals, inv, bins, coef=None):
+        """Mehler series where it converges within max(bins) terms; NaN elsewhere.
+        ``coef``: the coefficients (h_n, E f²) of ``vals`` to bins[-1], if already known."""
         ia, ib = inv[: sa.size], inv[sa.size:]
         rho = np.cos(theta)
-        H, second = self.coefficients(vals, bins[-1])
+        H, second = self.coefficients(vals, bins[-1]) if coef is None else coef
         T = hs.tail_norms(H, second)[list(bins)]
         U = hs.log_tail_ratios(T, second)
         with np.errstate(divide="ignore"):
@@ -445,17 +446,44 @@ class HGMEvaluator:
 
     def _series_far(self, sa, sb, theta):
         """The series continued to 2048 terms, a bin at a time: coefficients to 512 terms for
-        these pairs' variances, to 1024 only for those of the pairs 512 did not serve, ...
-        (a coefficient costs ~K^½ nodes, so most of the work is in the last bin)."""
+        these pairs' variances, extended to 1024 only for those of the pairs 512 did not
+        serve, ... (most of the work is in the last bin)."""
         out = np.full(sa.size, np.nan)
         todo = np.arange(sa.size)
+        coef = None
         for k in hs.K_BINS_FAR:
             vals, inv = np.unique(np.concatenate([sa[todo], sb[todo]]), return_inverse=True)
-            out[todo] = self._series(sa[todo], sb[todo], theta[todo], vals, inv, (k,))
+            coef = self._extend(coef, vals, k)
+            out[todo] = self._series(sa[todo], sb[todo], theta[todo], vals, inv, (k,), coef)
             todo = todo[np.isnan(out[todo])]
             if todo.size == 0:
                 break
+            coef = (vals, *coef)
         return out
+
+    def _extend(self, previous, vals, kmax):
+        """h_n (n ≤ kmax) and E f² of ``vals``, from ``previous`` = (their variances, h_n to a
+        lower order, E f²) where the annihilator's recurrence runs there: it continues from
+        the last coefficients (docs/math.md §10) instead of starting again from the
+        quadrature.  Every variance takes the same route (512, then 1024, then 2048 terms),
+        so its coefficients do not depend on the batch."""
+        if previous is None or self.recurrence is None:
+            return self.coefficients(vals, kmax)
+        old_vals, H_old, second_old = previous
+        cols = np.searchsorted(old_vals, vals)           # vals ⊆ old_vals
+        k_old = H_old.shape[0] - 1
+        rec = self.recurrence
+        H = np.zeros((kmax + 1, vals.size))
+        H[: k_old + 1] = H_old[:, cols]
+        second = second_old[cols]
+        n0 = rec.start(vals)
+        more = np.maximum(n0, 0) + rec.hi <= k_old       # the recurrence runs past k_old
+        if np.any(more):
+            H[:, more] = rec.run(H[:, more], vals[more], np.full(int(np.sum(more)),
+                                                                   k_old + 1 - rec.hi))
+        if np.any(~more):
+            H[:, ~more], second[~more] = self.coefficients(vals[~more], kmax)
+        return H, second
 
     def _fallback(self, sa, sb, theta):
         """Paths that cannot be trusted (docs/math.md §9, "An independent check"): the

@@ -599,10 +599,11 @@ class FrobeniusSolutions:
         den = evaluator.den
         r = evaluator.r
         eye = np.eye(r)
-        powers = t_max ** np.arange(evaluator.num.shape[0])[:, None, None, None]
-        self.scaling = _balance(np.sum(np.abs(evaluator.num) * powers, axis=0))
+        num = evaluator.num
+        powers = t_max ** np.arange(num.shape[0])[:, None, None, None]
+        self.scaling = _balance(np.sum(np.abs(num) * powers, axis=0))
         num = np.ascontiguousarray(
-            evaluator.num / self.scaling[None, :, :, None] * self.scaling[None, :, None, :])
+            num / self.scaling[None, :, :, None] * self.scaling[None, :, None, :])
         d0 = den[0][:, None, None]
         R0 = num[0] / d0
         self.exponents = exponents
@@ -620,6 +621,7 @@ class FrobeniusSolutions:
         # Φ_k until every path's terms at t_max are negligible (or kmax): a path keeps
         # the terms up to its own convergence, so its value does not depend on its batch
         phi = [np.broadcast_to(eye, R0.shape).copy()]
+        phiR = [R0]                                                   # Φ_m·R₀, once per m
         size = np.ones(R0.shape[0])
         active = np.ones(R0.shape[0], dtype=bool)
         quiet = np.zeros(R0.shape[0], dtype=int)
@@ -629,9 +631,9 @@ class FrobeniusSolutions:
             for j in range(1, min(k, num.shape[0] - 1) + 1):
                 S += num[j] @ phi[k - j]
             for j in range(1, min(k, den.shape[0] - 1) + 1):
-                prev = phi[k - j]
-                S -= den[j][:, None, None] * ((k - j) * prev + prev @ R0)
+                S -= den[j][:, None, None] * ((k - j) * phi[k - j] + phiR[k - j])
             phi.append(self._sylvester(S / d0, k))
+            phiR.append(phi[-1] @ R0)
             term = np.max(np.abs(phi[-1]), axis=(1, 2)) * t_max ** k
             size = np.maximum(size, term)
             quiet = np.where(term <= EPS_FROBENIUS * size, quiet + 1, 0)
