@@ -17,6 +17,7 @@ tracemalloc; the peak memory of auto and closed comes from a second, traced call
 
     python benchmarks/run.py [--sizes 200 1000] [--activations resin gelu relu]
                              [--data gaussian sphere clustered deep] [--out FILE]
+                             [--repeat 3]
 """
 
 from __future__ import annotations
@@ -31,15 +32,18 @@ import numpy as np
 import ntkhgm
 
 
-def _timed(fn, memory: bool):
+def _timed(fn, memory: bool, repeat: int = 1):
     """(result, seconds, peak traced bytes or None).
 
-    Timing runs untraced (tracemalloc slows numpy-heavy code unevenly); with
+    Timing runs untraced (tracemalloc slows numpy-heavy code unevenly), the least
+    of ``repeat`` runs (as timeit: other load on the machine only ever adds); with
     ``memory`` the call is repeated under tracemalloc for the peak.
     """
-    t0 = time.perf_counter()
-    out = fn()
-    dt = time.perf_counter() - t0
+    dt = np.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        dt = min(dt, time.perf_counter() - t0)
     peak = None
     if memory:
         tracemalloc.start()
@@ -67,7 +71,7 @@ def clustered_points(n: int, d: int = 10, clusters: int = 20, noise: float = 0.0
 DATA = ("gaussian", "sphere", "clustered", "deep")
 
 
-def run(sizes, activations, depth=3, d=10, seed=0, data_kinds=DATA, deep_depth=10):
+def run(sizes, activations, depth=3, d=10, seed=0, data_kinds=DATA, deep_depth=10, repeat=1):
     rows = []
     rng = np.random.default_rng(seed)
     for n in sizes:
@@ -88,7 +92,7 @@ def run(sizes, activations, depth=3, d=10, seed=0, data_kinds=DATA, deep_depth=1
                 results = {}
                 for m in methods:
                     K, dt, peak = _timed(lambda m=m, X=X, act=act, L=L: ntkhgm.kernel(
-                        X, activation=act, depth=L, method=m), memory=m != "gh")
+                        X, activation=act, depth=L, method=m), memory=m != "gh", repeat=repeat)
                     results[m] = (K, dt, peak)
                 ref = results["closed"][0] if "closed" in results else results["auto"][0]
                 scale = np.abs(ref).max()
@@ -114,8 +118,11 @@ def main() -> None:
     p.add_argument("--data", nargs="+", default=list(DATA), choices=DATA)
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--out", default=None)
+    p.add_argument("--repeat", type=int, default=1,
+                   help="time each call this many times and report the least")
     args = p.parse_args()
-    rows = run(args.sizes, args.activations, depth=args.depth, data_kinds=args.data)
+    rows = run(args.sizes, args.activations, depth=args.depth, data_kinds=args.data,
+               repeat=args.repeat)
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(rows, fh, indent=1)
