@@ -330,3 +330,22 @@ def test_user_activation_with_an_irregular_point_near_the_diagonal(monkeypatch):
     got = ntkhgm.dual("ycos", a, b, c, method="hgm")
     err = _mpmath_errors("resin", True, a, b, c, got)   # Y(u) cos u is resin's σ'
     assert np.all(err <= np.maximum(1e-12, 2e-16 / np.sqrt(1 - np.abs(rho)))), err
+
+
+@pytest.mark.parametrize("end", [1, -1])
+def test_shift_to_t_is_exact(end):
+    """The re-expansion in t = 1 − end·ρ (EndSystem) against sympy's, exactly."""
+    from ntkhgm.numeric.pfaffian_ode import _shift_terms
+
+    rng = np.random.default_rng(3)
+    terms = [(int(a), int(b), int(c), Fraction(int(p), int(q)))
+             for a, b, c, p, q in zip(rng.integers(0, 3, 40), rng.integers(0, 3, 40),
+                                      rng.integers(0, 9, 40), rng.integers(-50, 50, 40),
+                                      rng.integers(1, 30, 40), strict=True)]
+    sa, sb, rho, t = sp.symbols("sa sb rho t")
+    poly = sum(sp.Rational(c.numerator, c.denominator) * sa ** a * sb ** b * rho ** k
+               for a, b, k, c in terms)
+    expected = sp.Poly(sp.expand(poly.subs(rho, end * (1 - t))), sa, sb, t)
+    got = _shift_terms(terms, end)
+    assert {k: sp.Rational(v.numerator, v.denominator) for k, v in got.items()} == dict(
+        expected.terms())

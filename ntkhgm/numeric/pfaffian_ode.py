@@ -32,7 +32,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from fractions import Fraction
-from math import comb
+from math import comb, gcd
 
 import numpy as np
 
@@ -292,14 +292,28 @@ def rho_system_key(system) -> str:
 
 
 def _shift_terms(terms, end: int) -> dict[tuple[int, int, int], Fraction]:
-    """A polynomial in (sa, sb, ρ) re-expanded exactly in t = 1 − end·ρ: {(e_sa, e_sb, k): c}."""
-    out: dict[tuple[int, int, int], Fraction] = {}
+    """A polynomial in (sa, sb, ρ) re-expanded exactly in t = 1 − end·ρ: {(e_sa, e_sb, k): c}.
+
+    ρ^n = end^n (1 − t)^n; per monomial in (sa, sb) the coefficients are brought to one
+    denominator so that the binomial sums run in Python integers (exact, and ~20× faster
+    than Fractions: GELU′'s system takes 0.05 s, not 0.8 s)."""
+    groups: dict[tuple[int, int], list[tuple[int, Fraction]]] = {}
     for e1, e2, e3, cf in terms:
-        sign = end ** e3
-        for k in range(e3 + 1):
-            key = (e1, e2, k)
-            out[key] = out.get(key, Fraction(0)) + cf * sign * comb(e3, k) * (-1) ** k
-    return {key: v for key, v in out.items() if v}
+        groups.setdefault((e1, e2), []).append((e3, Fraction(cf)))
+    out: dict[tuple[int, int, int], Fraction] = {}
+    for (e1, e2), items in groups.items():
+        den = 1
+        for _, cf in items:
+            den = den * cf.denominator // gcd(den, cf.denominator)
+        acc = [0] * (max(e3 for e3, _ in items) + 1)
+        for e3, cf in items:
+            v = cf.numerator * (den // cf.denominator) * end ** e3
+            for k in range(e3 + 1):
+                acc[k] += v * comb(e3, k) * (-1) ** k
+        for k, v in enumerate(acc):
+            if v:
+                out[(e1, e2, k)] = Fraction(v, den)
+    return out
 
 
 def shear_exponents(orders: list[list[int | None]]) -> tuple[int, ...] | None:
