@@ -657,6 +657,8 @@ class FrobeniusSolutions:
             if not np.any(active):
                 break
         self.phi = np.stack(phi)                                      # (K+1, P, r, r)
+        # a path's terms beyond its own number are 0: its sums do not depend on the batch
+        self.phi[np.arange(self.phi.shape[0])[:, None] > self.nterms[None, :]] = 0.0
         self.t_max = t_max
 
     def _sylvester(self, X: np.ndarray, k: int) -> np.ndarray:
@@ -673,41 +675,46 @@ class FrobeniusSolutions:
                 out += block / (k + beta - alpha)
         return out
 
-    def _sum(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Φ(t), Σ_k |Φ_k| t^k and the last term's size, per path (own number of terms)."""
-        out = self.phi[0].copy()
-        hump = np.abs(out)
+    def _sum(self, t: np.ndarray, paths: np.ndarray | None = None, hump: bool = False):
+        """Φ(t) per path (own number of terms: Φ_k is 0 beyond it), for ``paths`` (all if
+        None); with ``hump`` also Σ_k |Φ_k| t^k and the size of the last term."""
+        phi = self.phi if paths is None else self.phi[:, paths]
+        nterms = self.nterms if paths is None else self.nterms[paths]
+        out = phi[0].copy()
+        total = np.abs(out) if hump else None
         last = np.zeros(t.size)
         power = np.ones(t.size)
-        for k in range(1, self.phi.shape[0]):
+        for k in range(1, phi.shape[0]):
             power = power * t
-            use = (k <= self.nterms)[:, None, None]
-            term = np.where(use, self.phi[k] * power[:, None, None], 0.0)
-            out = out + term
-            hump = hump + np.abs(term)
-            last = np.where(k <= self.nterms, np.max(np.abs(term), axis=(1, 2)), last)
-        return out, hump, last
+            term = phi[k] * power[:, None, None]
+            out += term
+            if hump:
+                size = np.abs(term)
+                total += size
+                last = np.where(k == nterms, np.max(size, axis=(1, 2)), last)
+        return (out, total, last) if hump else out
 
     def reach(self, halvings: int = 12) -> np.ndarray:
         """The largest t₁ = t_max·2^−j (j ≤ halvings) per path where Φ(t₁) is reliable
         (class docstring); NaN where there is none."""
         out = np.full(self.nterms.size, np.nan)
+        todo = np.flatnonzero(self.ok)
         for j in range(halvings + 1):
-            todo = np.isnan(out)
-            if not np.any(todo):
+            if todo.size == 0:
                 break
-            t = np.full(out.size, self.t_max * 2.0 ** -j)
-            total, hump, last = self._sum(t)
+            t = np.full(todo.size, self.t_max * 2.0 ** -j)
+            total, hump, last = self._sum(t, None if todo.size == out.size else todo, True)
             big = np.max(np.abs(total), axis=(1, 2))
-            good = (self.ok & (np.max(hump, axis=(1, 2)) <= self.HUMP * big)
+            good = ((np.max(hump, axis=(1, 2)) <= self.HUMP * big)
                     & (last <= 1e-16 * big) & np.all(np.isfinite(total), axis=(1, 2)))
-            out = np.where(todo & good, t, out)
+            out[todo[good]] = t[good]
+            todo = todo[~good]
         return out
 
     def weights(self, y1: np.ndarray, t1: np.ndarray) -> np.ndarray:
         """C with Y = Φ(t)·(t/t₁)^{R₀}·C through Y(t₁) = y1 (t₁ from :meth:`reach`; NaN for
         paths it turned down), in the balanced coordinates."""
-        at_1, _, _ = self._sum(t1)
+        at_1 = self._sum(t1)
         bad = ~np.all(np.isfinite(at_1), axis=(1, 2))
         at_1[bad] = np.eye(self.phi.shape[-1])
         c = np.linalg.solve(at_1, (y1 / self.scaling)[:, :, None])
@@ -719,7 +726,7 @@ class FrobeniusSolutions:
         the cost does not depend on t."""
         if np.any(t <= 0):
             raise SingularityError("path ends on the singular locus |ρ| = 1")
-        at_t, _, _ = self._sum(t)
+        at_t = self._sum(t)
         power = sum((t / t1)[:, None, None] ** mu * Pm
                     for mu, Pm in zip(self.exponents, self.proj, strict=True))
         return (at_t @ (power @ c))[:, :, 0] * self.scaling
