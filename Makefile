@@ -3,7 +3,7 @@ PYTHON ?= python
 # benchmark and example outputs go here (git-ignored)
 OUT ?= out
 
-.PHONY: install test test-fast lint wheel wheel-test bench bench-quick
+.PHONY: install test test-fast lint wheel wheel-test bench bench-quick rho-systems
 
 install:
 	$(PYTHON) -m pip install -e ".[test,plot,sklearn]"
@@ -19,6 +19,11 @@ test-fast:
 
 lint:
 	ruff check ntkhgm tests benchmarks
+
+# the catalog's (√a, √b, ρ) systems (package data), derived from the shipped Pfaffians;
+# rerun after regenerating a Pfaffian (a test fails while they disagree)
+rho-systems:
+	$(PYTHON) -m ntkhgm.numeric.rho_files
 
 # the wheel, into dist/
 wheel:

@@ -7,16 +7,17 @@ Two kinds of places:
   the verified Pfaffian systems of the catalog (``ntkhgm/data/pfaffians/*.json``),
   the Risa/Asir driver script (``ntkhgm/asir_scripts/ntkhgm.rr``) and the example data
   (``ntkhgm/data/examples/``: links to the checkout's ``data/*.csv``, copied into
-  the wheel).
+  the wheel); the catalog's systems in (√a, √b, ρ) coordinates
+  (``ntkhgm/data/rho_systems/*.json.gz``, each checked against its Pfaffian on load).
   ``$NTKHGM_DATA_DIR`` replaces the shipped Pfaffian folder, e.g. to test an empty
   or a regenerated set.
 - **user** (written by ntkhgm, atomically): the cache folder
   ``$NTKHGM_CACHE_DIR``, else ``$XDG_CACHE_HOME/ntkhgm`` (an absolute
   ``XDG_CACHE_HOME`` only, as the XDG specification asks), else
   ``~/.cache/ntkhgm``.  User activations' Pfaffians are ``<name>.json`` /
-  ``<name>.derivative.json`` in it.  Nothing derived from a Pfaffian (the
+  ``<name>.derivative.json`` in it.  Nothing derived from a user's Pfaffian (the
   exact change of coordinates of docs/math.md §9) is stored: it is derived in
-  memory, in about a second, so no such file can be tampered with.
+  memory, in about a second.
 
 Nothing here creates a folder; writers create what they write into.
 """
@@ -30,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 
 __all__ = ["user_cache_dir", "user_pfaffian_dir",
-           "shipped_pfaffian_dir", "asir_script", "example_data_dir",
+           "shipped_pfaffian_dir", "shipped_rho_dir", "asir_script", "example_data_dir",
            "ENV_VARS"]
 
 #: Environment variables that choose a location (documented in the README's table).
@@ -83,6 +84,12 @@ def shipped_pfaffian_dir() -> Path:
     if env is not None:
         return env
     return _package_path("data/pfaffians")
+
+
+def shipped_rho_dir() -> Path:
+    """The catalog's systems in (√a, √b, ρ) coordinates (docs/math.md §9), derived from
+    the shipped Pfaffians and checked against them on load (:mod:`ntkhgm.numeric.rho_files`)."""
+    return _package_path("data/rho_systems")
 
 
 def example_data_dir() -> Path:

@@ -55,7 +55,7 @@ from .expr import ExprLimits, format_polynomial, parse_rational
 
 __all__ = ["Monomial", "Poly", "RationalFunction", "PfaffianSystem", "SCHEMA",
            "MATRIX_KEYS", "integrability_defect_modp", "check_integrability_exact",
-           "compile_matrices", "initial_value_terms"]
+           "compile_matrices", "initial_value_terms", "MODULUS", "matrices_modp"]
 
 SCHEMA = "ntkhgm.pfaffian/1"
 VARIABLES = ("x11", "x12", "x22")
@@ -319,6 +319,7 @@ class PfaffianSystem:
 # -- integrability -------------------------------------------------------------------
 
 _P = (1 << 61) - 1  # a Mersenne prime
+MODULUS = _P
 
 
 def _modp_poly(p: Poly, pw: list[list[int]]) -> tuple[int, list[int]]:
@@ -334,6 +335,31 @@ def _modp_poly(p: Poly, pw: list[list[int]]) -> tuple[int, list[int]]:
         if c:
             d[2] += cm * c * pw[0][a] * pw[1][b] * pw[2][c - 1]
     return val % _P, [x % _P for x in d]
+
+
+def _modp_value(p: Poly, pw: list[list[int]]) -> int:
+    """Value of p at a point (powers pw), modulo _P."""
+    return sum(c.numerator % _P * pow(c.denominator % _P, -1, _P) * pw[0][a] * pw[1][b] * pw[2][k]
+               for (a, b, k), c in p.items()) % _P
+
+
+def matrices_modp(system: PfaffianSystem,
+                  x: tuple[int, int, int]) -> dict[str, list[list[int]]] | None:
+    """The matrices P_x11, P_x12, P_x22 at the point x modulo :data:`MODULUS`; None where a
+    denominator vanishes there (exact arithmetic: used to cross-check derived systems)."""
+    pw = [[pow(v, e, _P) for e in range(_ENTRY_LIMITS.max_degree + 2)] for v in x]
+    out: dict[str, list[list[int]]] = {}
+    for k in MATRIX_KEYS:
+        out[k] = []
+        for row in system.matrices[k]:
+            vrow = []
+            for e in row:
+                den = _modp_value(e.den, pw)
+                if den == 0:
+                    return None
+                vrow.append(_modp_value(e.num, pw) * pow(den, -1, _P) % _P)
+            out[k].append(vrow)
+    return out
 
 
 def integrability_defect_modp(system: PfaffianSystem, tries: int = 2) -> str:

@@ -38,11 +38,12 @@ those points (``auto`` only).
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 
 import numpy as np
 
-from ..errors import IntegrationError, SingularityError
+from ..errors import IntegrationError, PfaffianFileError, SingularityError
 from . import hermite_series as hs
 from .pfaffian_ode import (
     EndPathEvaluator,
@@ -80,13 +81,22 @@ _RHO_MEMO: dict[str, RhoSystem] = {}
 
 
 def rho_system(system) -> RhoSystem:
-    """The Pfaffian in (sa, sb, ρ) coordinates, derived exactly once per process (about a
-    second for rank 8; nothing is read back from disk)."""
+    """The Pfaffian in (sa, sb, ρ) coordinates (docs/math.md §9), once per process: the
+    shipped file checked against the Pfaffian (catalog activations, :mod:`.rho_files`),
+    else derived exactly (user activations: up to a second for rank 8)."""
+    from ..paths import shipped_rho_dir
     from .pfaffian_ode import rho_system_key
+    from .rho_files import load_rho_system
 
     key = rho_system_key(system)
     if key not in _RHO_MEMO:
-        _RHO_MEMO[key] = RhoSystem.from_pfaffian(system)
+        try:
+            rs = load_rho_system(system, shipped_rho_dir())
+        except PfaffianFileError as exc:
+            warnings.warn(f"{exc}; deriving the system from its Pfaffian instead",
+                          RuntimeWarning, stacklevel=2)
+            rs = None
+        _RHO_MEMO[key] = RhoSystem.from_pfaffian(system) if rs is None else rs
     return _RHO_MEMO[key]
 
 
