@@ -192,6 +192,8 @@ def load_rho_system(system: PfaffianSystem, directory: Path) -> RhoSystem | None
     None when no file is there or the file was made from another Pfaffian (a regenerated
     one, ``$NTKHGM_DATA_DIR``); PfaffianFileError when a file claims to be this
     Pfaffian's and fails a check."""
+    if not isinstance(system, PfaffianSystem):     # a system built in memory: derive it
+        return None
     path = directory / rho_file_name(system.activation, system.derivative)
     if not path.is_file():
         return None
