@@ -349,3 +349,71 @@ def test_shift_to_t_is_exact(end):
     got = _shift_terms(terms, end)
     assert {k: sp.Rational(v.numerator, v.denominator) for k, v in got.items()} == dict(
         expected.terms())
+
+
+@dataclass
+class _ScalarSystem:
+    """t·den(t)·Y' = num(t)·Y with polynomial num (deg+1, paths, r, r), den (ddeg+1, paths):
+    the interface :func:`taylor_steps` uses."""
+
+    num: np.ndarray
+    den: np.ndarray
+
+    def subset(self, mask):
+        return _ScalarSystem(self.num[:, mask], self.den[:, mask])
+
+
+def test_taylor_steps_match_a_closed_form():
+    """t·(1 + t)·Y' = (λ + κt)·Y has Y = Y(t₀)·(t/t₀)^λ·((1 + t)/(1 + t₀))^{κ−λ}
+    (partial fractions): the steps reproduce it to 1e-14, decaying, growing or oscillating
+    little, with steps shortened where κ is large."""
+    from ntkhgm.numeric.pfaffian_ode import taylor_steps
+
+    lam = np.array([0.0, 0.5, -1.0, 2.0])
+    kappa = np.array([3.0, -20.0, 45.0, 0.0])
+    num = np.stack([lam, kappa])[:, :, None, None]
+    den = np.ones((2, 4))
+    t0 = np.full(4, 0.1)
+    t1 = np.array([0.0125, 0.05, 0.003, 0.1 / 64])
+    got = taylor_steps(_ScalarSystem(num, den), np.ones((4, 1)), t0, t1, tol=1e-13)[:, 0]
+    exact = (t1 / t0) ** lam * ((1 + t1) / (1 + t0)) ** (kappa - lam)
+    assert np.all(np.abs(got - exact) <= 1e-14 * np.abs(exact)), got / exact - 1
+
+
+@pytest.mark.parametrize("tol, refused", [(1e-13, True), (1e-10, False)])
+def test_taylor_steps_refuse_what_rounding_would_spoil(tol, refused):
+    """Y = ((1 + t)/1.1)^{−60} grows ~150× from t = 0.1 to 0.0125: its rounding, carried
+    with that growth, is more than 1e-13 of the start, so the path is NaN (the caller
+    evaluates it otherwise); at tol 1e-10 it is accepted, and right to that tolerance."""
+    from ntkhgm.numeric.pfaffian_ode import taylor_steps
+
+    num = np.array([[0.0], [-60.0]])[:, :, None, None]
+    den = np.ones((2, 1))
+    got = taylor_steps(_ScalarSystem(num, den), np.ones((1, 1)), np.array([0.1]),
+                       np.array([0.0125]), tol=tol)[0, 0]
+    exact = (1.0125 / 1.1) ** -60.0
+    assert np.isnan(got) if refused else abs(got - exact) <= tol * exact
+
+
+@pytest.mark.parametrize("derivative", [False, True])
+def test_large_variances_step_by_taylor_series(monkeypatch, derivative):
+    """Large variances, where the local solutions at |ρ| = 1 reach only t₁ < 0.1: the way
+    from t = 0.1 to t₁ goes by Taylor steps (no Runge–Kutta), to 1e-12 of the scale."""
+    from ntkhgm.numeric import pfaffian_ode
+
+    def no_rk(*args, **kwargs):
+        raise AssertionError("a path went by Runge–Kutta")
+
+    monkeypatch.setattr("ntkhgm.numeric.hgm.integrate_reduced", no_rk)
+    steps = []
+    taylor = pfaffian_ode.taylor_steps
+    monkeypatch.setattr("ntkhgm.numeric.hgm.taylor_steps",
+                        lambda *a, **k: steps.append(a[1].shape[0]) or taylor(*a, **k))
+    a = np.array([20.0, 30.0, 12.0, 25.0])
+    b = np.array([40.0, 28.0, 15.0, 22.0])
+    rho = np.array([1 - 3e-2, 1 - 1e-2, 1 - 1e-4, 1 - 1e-7])
+    c = rho * np.sqrt(a * b)
+    got = ntkhgm.dual("resin", a, b, c, derivative=derivative, method="hgm")
+    assert sum(steps) > 0
+    err = _mpmath_errors("resin", derivative, a, b, c, got)
+    assert np.all(err <= np.maximum(1e-12, 2e-16 / np.sqrt(1 - rho))), err

@@ -54,6 +54,7 @@ from .pfaffian_ode import (
     integrate_paths,
     integrate_reduced,
     residue_exponents,
+    taylor_steps,
 )
 from .quadrature import (
     degenerate_first,
@@ -234,8 +235,9 @@ class HGMEvaluator:
 
         The local (Frobenius) solutions at |ρ| = 1 carry the values from t₁ to the target
         in a cost that does not depend on how near |ρ| = 1 it is; t₁ = 1 − RHO_START, or
-        for large variances a smaller t₁ reached by a path in log t first.  Targets the
-        local solutions do not reach go by a path in log t all the way.
+        for large variances a smaller t₁ reached first by Taylor steps at regular points
+        (or a path in log t).  Targets the local solutions do not reach go that way all
+        the way.
         """
         # t = 1 − |ρ| from θ without cancellation
         t = 2.0 * (np.sin(0.5 * theta) if end == 1 else np.cos(0.5 * theta)) ** 2
@@ -271,10 +273,10 @@ class HGMEvaluator:
         y = np.full(y0.shape, np.nan)
         y1 = y0.copy()                 # Y at t₁, where the local solutions take over
         try:
-            # large variances (t₁ < t₀): a path in log t to t₁ first (measured: cheaper than
+            # large variances (t₁ < t₀): Taylor steps to t₁ first (measured: cheaper than
             # the series of the moments at t₁, ~1/t₁ terms, which often misses the check)
             self._log_path(ev, y0, t0, t1, y1, near & (t1 < t0))
-            # targets before t₁: a path in log t to the target, then on to t₁ for the check
+            # targets before t₁: Taylor steps to the target, then on to t₁ for the check
             mid = reach & ~near
             self._log_path(ev, y0, t0, t, y, mid)
             self._log_path(ev, y, t, t1, y1, mid)
@@ -297,20 +299,26 @@ class HGMEvaluator:
         y[~passed] = np.nan
         self.regions["Pfaffian local solutions at |ρ| = 1 (Frobenius)"] += int(np.sum(
             near & passed))
-        self.regions["Pfaffian path near |ρ| = 1 (reduced, in log(1 − |ρ|))"] += int(np.sum(
+        self.regions["Pfaffian path near |ρ| = 1 (reduced system, Taylor steps)"] += int(np.sum(
             ~near & passed))
         out[ok] = np.einsum("pj,pj->p", M_end[:, 0, :], y)
         return out
 
     def _log_path(self, ev, y_from, t_from, t_to, y_out, mask):
-        """y_out[mask] = Y at t_to from Y = y_from at t_from, by a path in log t, every
-        component to relative accuracy tol (they all matter further on)."""
+        """y_out[mask] = Y at t_to from Y = y_from at t_from: Taylor steps at regular points
+        (:func:`.pfaffian_ode.taylor_steps`), or where they cannot step, a path in log t
+        with every component to relative accuracy tol (they all matter further on)."""
         if not np.any(mask):
             return
-        size = np.max(np.abs(y_from[mask]), axis=1)
-        y_out[mask] = integrate_reduced(ev.subset(mask), y_from[mask], t_from[mask], t_to[mask],
-                                        tol=self.tol, scale=size,
-                                        weights=np.ones_like(y_from[mask]), strict=False)
+        sub = ev.subset(mask)
+        y = taylor_steps(sub, y_from[mask], t_from[mask], t_to[mask], tol=self.tol)
+        rest = np.isnan(y[:, 0])
+        if np.any(rest):
+            size = np.max(np.abs(y_from[mask][rest]), axis=1)
+            y[rest] = integrate_reduced(sub.subset(rest), y_from[mask][rest], t_from[mask][rest],
+                                        t_to[mask][rest], tol=self.tol, scale=size,
+                                        weights=np.ones_like(y[rest]), strict=False)
+        y_out[mask] = y
 
     @staticmethod
     def _name_lambda(exc, sa, sb, theta):

@@ -21,8 +21,9 @@ Two kinds of path (docs/math.md §9):
 - near |ρ| = 1: t = 1 − |ρ|, the system re-expanded exactly in t, sheared
   (:class:`EndSystem`) and reduced per path to a residue with eigenvalues in
   [0, 1) (:class:`EndPathEvaluator`); then its local solutions at t = 0
-  (:class:`FrobeniusSolutions`), at a cost that does not depend on t, or a path
-  in log t (:func:`integrate_reduced`).  The pole at |ρ| = 1 is double for ReSin
+  (:class:`FrobeniusSolutions`), at a cost that does not depend on t, reached by
+  Taylor steps at regular points (:func:`taylor_steps`) or a path in log t
+  (:func:`integrate_reduced`).  The pole at |ρ| = 1 is double for ReSin
   and GELU (an apparently irregular point); the shearing shows it is regular.
 """
 
@@ -556,6 +557,98 @@ def integrate_reduced(evaluator: EndPathEvaluator, y0: np.ndarray, t_start: np.n
         return (evaluator.matrix(t, idx) @ y[:, :, None])[:, :, 0] * log_ratio[idx, None]
 
     return batched_rk.integrate(rhs, y0, tol=tol, scale=scale, weights=weights, strict=strict)
+
+
+def _shift_polynomials(coef: np.ndarray, tc: np.ndarray) -> np.ndarray:
+    """Coefficients in s of p(tc + s) from those in t of p (axis 0, paths on axis 1):
+    Σ_k p_k (tc + s)^k = Σ_j s^j Σ_{k≥j} C(k, j) tc^{k−j} p_k (tc ≤ 0.1: no cancellation
+    beyond that of evaluating p at tc)."""
+    n = coef.shape[0]
+    k = np.arange(n)
+    binom = np.array([[comb(int(kk), int(jj)) for kk in k] for jj in k], dtype=float)
+    with np.errstate(under="ignore"):
+        powers = tc[None, None, :] ** np.maximum(k[None, :, None] - k[:, None, None], 0)
+    T = np.where((k[None, :] >= k[:, None])[:, :, None], binom[:, :, None] * powers, 0.0)
+    T = T.reshape(T.shape + (1,) * (coef.ndim - 2))
+    out = T[:, 0] * coef[0]
+    for kk in range(1, n):          # elementwise, in a fixed order: a path's own arithmetic
+        out = out + T[:, kk] * coef[kk]
+    return out
+
+
+TAYLOR_RATIO = 0.5      # a step is at most half the distance to the singular point t = 0
+TAYLOR_TERMS = 96
+TAYLOR_HUMP = 4.0       # Σ|y_k h^k| ≤ TAYLOR_HUMP·|Y|: at most two bits lost to cancellation
+
+
+def taylor_steps(evaluator: EndPathEvaluator, y0: np.ndarray, t_start: np.ndarray,
+                 t_target: np.ndarray, *, tol: float, max_steps: int = 64) -> np.ndarray:
+    """Y at t_target from Y = y0 at t_start for the reduced system t·den(t)·Y' = num(t)·Y
+    (:class:`EndPathEvaluator`), by Taylor series at regular points (docs/math.md §9,
+    "Between t₀ and t₁"): at t_c the coefficients y_k of Y(t_c + s) follow from
+
+        Σ_j A_j (k+1−j) y_{k+1−j} = Σ_j B_j y_{k−j},  A(s) = (t_c+s)·den(t_c+s), B(s) = num(t_c+s),
+
+    and a step h goes at most TAYLOR_RATIO of the way to t = 0, the radius of convergence,
+    shorter where the terms would cancel (Σ|y_k h^k| > TAYLOR_HUMP·|Y|: the exponential
+    behaviour of large variances); each path stops its own series when three terms in a
+    row are below 1e-17 of the largest (its value does not depend on the batch).  The
+    rounding of a step, 4ε·max_i Σ_k|y_ik h^k|, is carried on with the growth of |Y|; a
+    path whose total exceeds tol·max|y0| (every component matters further on: the gauge
+    back to G̃ cancels where Y has grown), or that cannot step within ``max_steps``, is
+    NaN (the caller evaluates it otherwise).
+    """
+    y = np.array(y0, dtype=float, copy=True)
+    t = np.array(t_start, dtype=float, copy=True)
+    err = np.zeros(t.size)
+    paths = np.arange(t.size)
+    step_cap = np.full(t.size, TAYLOR_RATIO)          # a path's step, as a fraction of t
+    for _ in range(max_steps):
+        todo = paths[t != t_target]
+        if todo.size == 0:
+            break
+        tc = t[todo]
+        h = np.clip(t_target[todo] - tc, -step_cap[todo] * tc, step_cap[todo] * tc)
+        ev = evaluator.subset(np.isin(paths, todo))
+        B = _shift_polynomials(ev.num, tc)                         # (nb, P, r, r)
+        den = _shift_polynomials(ev.den, tc)                       # (nd, P)
+        A = np.concatenate([tc[None] * den, np.zeros((1, tc.size))])
+        A[1:] += den                                               # (t_c + s)·den(t_c + s)
+        coeffs = [y[todo]]
+        total = y[todo].copy()
+        size = np.abs(total)
+        big = np.max(size, axis=1)
+        quiet = np.zeros(todo.size, dtype=int)
+        active = np.ones(todo.size, dtype=bool)
+        power = np.ones(todo.size)
+        for k in range(TAYLOR_TERMS):
+            acc = (B[0] @ coeffs[k][:, :, None])[:, :, 0]
+            for j in range(1, min(k + 1, B.shape[0])):   # per path, in a fixed order
+                acc = acc + (B[j] @ coeffs[k - j][:, :, None])[:, :, 0]
+            for j in range(1, min(k + 2, A.shape[0])):
+                acc -= (A[j] * (k + 1 - j))[:, None] * coeffs[k + 1 - j]
+            coeffs.append(acc / (A[0] * (k + 1))[:, None])
+            power = power * h
+            term = coeffs[-1] * power[:, None]
+            term[~active] = 0.0                       # a path's sum stops with its series
+            total += term
+            size += np.abs(term)
+            big = np.maximum(big, np.max(np.abs(term), axis=1))
+            quiet = np.where(np.max(np.abs(term), axis=1) <= 1e-17 * big, quiet + 1, 0)
+            active &= quiet < 3
+            if not np.any(active):
+                break
+        good = (~active & np.all(np.isfinite(total), axis=1)
+                & (np.max(size, axis=1) <= TAYLOR_HUMP * np.max(np.abs(total), axis=1)))
+        grown = np.max(np.abs(total), axis=1) / np.max(np.abs(y[todo]), axis=1)
+        err[todo[good]] = (err[todo[good]] * grown[good]
+                           + 4 * np.finfo(float).eps * np.max(size[good], axis=1))
+        y[todo[good]] = total[good]
+        t[todo[good]] = np.where(np.abs(t_target[todo[good]] - tc[good]) <= np.abs(h[good]),
+                                 t_target[todo[good]], tc[good] + h[good])
+        step_cap[todo[~good]] *= 0.5
+    y[(t != t_target) | ~(err <= tol * np.max(np.abs(y0), axis=1))] = np.nan
+    return y
 
 
 def residue_exponents(spectrum: np.ndarray, denominator: int = 12) -> tuple[float, ...]:
