@@ -489,11 +489,17 @@ class EndPathEvaluator:
                 n_neg = n if low else np.zeros(paths, dtype=int)
                 n_high = np.zeros(paths, dtype=int) if low else r - n
                 shift = np.full(paths, split)
-            S = _sign_function(num[0] / d0 - shift[:, None, None] * eye)
+            A = num[0] / d0 - shift[:, None, None] * eye
+            # where every path has the same residue (the first stage of resin and resin′:
+            # it does not depend on the variances), one path's gauge is every path's
+            same = paths > 1 and bool(np.all(A == A[:1]))
+            S = _sign_function(A[:1] if same else A)
             # an orthonormal basis whose first n vectors span the invariant subspace of the
             # low eigenvalues: P⁻¹R₀P is block upper triangular, which is all the shearing
             # needs (its (high, low) block is zero), and P is perfectly conditioned
             P = np.linalg.svd(0.5 * (eye - S))[0]
+            if same:
+                P = np.broadcast_to(P, A.shape).copy()
             take_low = cols[None, :] < n[:, None]                       # (P, r)
             idle = (n_neg + n_high) == 0
             P[idle] = eye     # nothing to split: no change of basis (batch-independent)
