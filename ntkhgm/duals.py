@@ -173,23 +173,57 @@ _HOLONOMIC_EVALUATORS: dict = {}
 _LAST_EVALUATOR: dict = {}      # (activation, derivative, mode) -> the evaluator used last
 
 
+def _pfaffian_identity(act: Activation, derivative: bool) -> tuple | None:
+    """(path, size, mtime, inode) of the Pfaffian file the loader would read, None if
+    there is none: the key of the evaluators, so that a changed file makes a new
+    evaluator, which reads and checks it again (a stat per call, no read)."""
+    if not act.holonomic:
+        return None
+    from .algebra.cache import pfaffian_path
+    from .errors import InputError
+
+    try:
+        path = pfaffian_path(act.name, derivative)
+        st = path.stat()
+    except (OSError, InputError):
+        return None
+    return str(path), st.st_size, st.st_mtime_ns, st.st_ino
+
+
 def _holonomic(mode: str):
-    """The evaluate function of the series / hgm / series+hgm methods (numeric/hgm.py)."""
+    """The evaluate function of the series / hgm / series+hgm methods (numeric/hgm.py).
+
+    The Pfaffian system is loaded and verified (hash, integrability, σ's moments:
+    :func:`_pfaffian`) by the evaluator on first need.  ``hgm`` needs it for every
+    call, so it is loaded before any value is computed; ``series+hgm`` (``auto``) only
+    when a pair goes to a Pfaffian path, so a call served by the series never reads
+    the file — and a damaged file is then no error for it: its values do not depend
+    on the file.  A call that needs the system raises PfaffianFileError as before.
+    """
 
     def evaluate(act, a, b, c, derivative, tol: float | None = None, **options):
         from .numeric.hgm import DEFAULT_TOL, HGMEvaluator, check_finite
 
-        system = None if mode == "series" else _pfaffian(act, derivative)
-        if mode != "series" and system is None:
-            raise MethodUnavailableError(f"no Pfaffian system for {act.name}")
+        ident = None
+        if mode != "series":
+            ident = _pfaffian_identity(act, derivative)
+            if ident is None:
+                raise MethodUnavailableError(f"no Pfaffian system for {act.name}")
         tol = DEFAULT_TOL if tol is None else float(tol)
-        key = (act.name, derivative, tol, id(system), mode)
-        if key not in _HOLONOMIC_EVALUATORS:
-            _HOLONOMIC_EVALUATORS[key] = HGMEvaluator(
-                act.function(derivative), system, tol=tol, mode=mode,
-                annihilator=act.annihilator_of(derivative))
-        _LAST_EVALUATOR[act.name, derivative, mode] = _HOLONOMIC_EVALUATORS[key]
-        return check_finite(_HOLONOMIC_EVALUATORS[key](a, b, c), a, b, c)
+        key = (act.name, derivative, tol, mode, ident)
+        ev = _HOLONOMIC_EVALUATORS.get(key)
+        if ev is None:
+            # an evaluator of an older version of the file is dropped with it
+            for old in [k for k in _HOLONOMIC_EVALUATORS if k[:4] == key[:4]]:
+                del _HOLONOMIC_EVALUATORS[old]
+            ev = _HOLONOMIC_EVALUATORS[key] = HGMEvaluator(
+                act.function(derivative), None, tol=tol, mode=mode,
+                annihilator=act.annihilator_of(derivative),
+                loader=None if mode == "series" else lambda: _pfaffian(act, derivative))
+        if mode == "hgm":
+            _ = ev.system   # every pair may take a path: load and verify first
+        _LAST_EVALUATOR[act.name, derivative, mode] = ev
+        return check_finite(ev(a, b, c), a, b, c)
 
     return evaluate
 

@@ -43,7 +43,12 @@ from collections import Counter
 
 import numpy as np
 
-from ..errors import IntegrationError, PfaffianFileError, SingularityError
+from ..errors import (
+    IntegrationError,
+    MethodUnavailableError,
+    PfaffianFileError,
+    SingularityError,
+)
 from . import hermite_series as hs
 from .pfaffian_ode import (
     EndPathEvaluator,
@@ -109,12 +114,17 @@ def _moments(f, sa: np.ndarray, pmax: int) -> np.ndarray:
 class HGMEvaluator:
     """Dual activation D_f(a, b, c) of one function f (σ or σ') with its Pfaffian system."""
 
-    def __init__(self, f, system, *, tol: float = DEFAULT_TOL, mode: str = "auto",
-                 annihilator: str | None = None):
+    def __init__(self, f, system=None, *, tol: float = DEFAULT_TOL, mode: str = "auto",
+                 annihilator: str | None = None, loader=None):
+        """``system``: the Pfaffian system of f, or None with ``loader``, a function that
+        returns it (loaded and verified) and is called on first need only: a call whose
+        pairs all go to the series or the 1-D integral never loads the system (mode
+        ``series`` never does)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.f = f
-        self.system = system
+        self._system = system
+        self._loader = loader
         self.tol = tol
         self.mode = mode
         self._rs = None
@@ -158,6 +168,22 @@ class HGMEvaluator:
             except SingularityError:
                 self._ends[end] = None
         return self._ends[end]
+
+    @property
+    def system(self):
+        """The Pfaffian system, loaded on first use (``loader``); a loader that fails
+        (a damaged file) fails again at the next use: nothing unverified is kept."""
+        if self._system is None and self._loader is not None:
+            system = self._loader()
+            if system is None:
+                raise MethodUnavailableError("no Pfaffian system for this function")
+            self._system = system
+        return self._system
+
+    @property
+    def system_loaded(self) -> bool:
+        """Whether the system is at hand (given, or loaded by now)."""
+        return self._system is not None
 
     @property
     def rs(self) -> RhoSystem:
@@ -411,11 +437,12 @@ class HGMEvaluator:
         out = self._series(sa, sb, theta, vals, inv, hs.K_BINS)
         far = np.flatnonzero(np.isnan(out))
         tried = np.zeros(out.size, dtype=bool)
-        if self.mode == "auto" and far.size and self._end_paths_hold():
+        if self.mode == "auto" and far.size:
             # beyond |ρ| = RHO_START the local solutions at |ρ| = 1 are cheaper than a
-            # longer series, where they pass their check on a reference point
+            # longer series, where they pass their check on a reference point (asked only
+            # when there are such pairs: the check needs the Pfaffian system)
             first = far[np.abs(np.cos(theta[far])) >= RHO_START]
-            if first.size:
+            if first.size and self._end_paths_hold():
                 out[first] = self._paths(sa[first], sb[first], theta[first])
                 tried[first] = True
                 far = far[np.isnan(out[far])]
