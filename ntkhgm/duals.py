@@ -202,7 +202,8 @@ def _holonomic(mode: str):
     """
 
     def evaluate(act, a, b, c, derivative, tol: float | None = None, **options):
-        from .numeric.hgm import DEFAULT_TOL, HGMEvaluator, check_finite
+        """``a`` may be a :class:`~ntkhgm.numeric.hgm.Pairs` (then b, c are ignored)."""
+        from .numeric.hgm import DEFAULT_TOL, HGMEvaluator, Pairs, check_finite
 
         ident = None
         if mode != "series":
@@ -223,6 +224,8 @@ def _holonomic(mode: str):
         if mode == "hgm":
             _ = ev.system   # every pair may take a path: load and verify first
         _LAST_EVALUATOR[act.name, derivative, mode] = ev
+        if isinstance(a, Pairs):
+            return check_finite(ev(a), a.a, a.b, a.c).reshape(a.shape)
         return check_finite(ev(a, b, c), a, b, c)
 
     return evaluate
@@ -318,6 +321,53 @@ def dual(activation: str | Activation, a, b, c, *, derivative: bool = False,
     if np.any(keep):
         out[keep] = METHODS[name].evaluate(act, a[keep], b[keep], c[keep], derivative, **options)
     return _finite(out, act, name, a, b, c)
+
+
+_PAIRS_METHODS = ("series", "hgm", "series+hgm")
+"""Methods whose evaluate takes a :class:`~ntkhgm.numeric.hgm.Pairs` for (a, b, c)."""
+
+
+def dual_pairs(activation: str | Activation, a, b, c, which, *, checked: bool = False,
+               root=None, index=None, **options) -> list[np.ndarray]:
+    """``[dual(activation, a, b, c, derivative=d, method=m, **options) for d, m in which]``,
+    value for value, with the work that does not depend on the function done once: the
+    checks of Λ, the orientation a ≤ b, and for the series and Pfaffian methods the
+    correlation coordinates, √a, √b and the distinct variances (one
+    :class:`~ntkhgm.numeric.hgm.Pairs` for all).  What a kernel's layer calls for σ and σ'.
+
+    ``checked``: the caller guarantees a, b ≥ 0 finite, c finite and |c| ≤ ``root`` =
+    :func:`~ntkhgm.numeric.covariance.sqrt_product` (a, b) exactly (a kernel clips c so),
+    where :func:`validate_covariance` would change nothing; it is skipped.  ``index``:
+    (vals, ia, ib), vals sorted and distinct with √a = vals[ia], √b = vals[ib].
+    """
+    act = as_activation(activation)
+    if checked:
+        a, b, c = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (a, b, c)))
+    else:
+        a, b, c = validate_covariance(a, b, c)
+        root = index = None
+    a, b = np.minimum(a, b), np.maximum(a, b)
+    if index is not None:           # vals sorted: the smaller index is the smaller variance
+        vals, ia, ib = index
+        index = (vals, np.minimum(ia, ib), np.maximum(ia, ib))
+    names = [resolve_method(act, d, m, npoints=a.size) for d, m in which]
+    if np.any(a == 0):              # a zero row (a ≤ b): dual's own convention
+        return [dual(act, a, b, c, derivative=d, method=name, **options)
+                for (d, _), name in zip(which, names, strict=True)]
+    pairs = None
+    out = []
+    for (d, _), name in zip(which, names, strict=True):
+        _check_range(act, name, a, b, c, True, METHODS[name].max_variance)
+        if name in _PAIRS_METHODS:
+            if pairs is None:
+                from .numeric.hgm import Pairs
+
+                pairs = Pairs(a, b, c, root=root, index=index)
+            values = METHODS[name].evaluate(act, pairs, None, None, d, **options)
+        else:
+            values = METHODS[name].evaluate(act, a, b, c, d, **options)
+        out.append(_finite(np.asarray(values, dtype=float), act, name, a, b, c))
+    return out
 
 
 def _finite(values: np.ndarray, act: Activation, method: str, a, b, c) -> np.ndarray:
