@@ -47,7 +47,7 @@ from .activations import Activation
 from .duals import as_activation, c_sigma, dual, dual_pairs, resolve_method
 from .errors import InputError, NonFiniteKernelError, NumericalError
 from .numeric.covariance import sqrt_product
-from .tiling import Tile, iter_blocks, memory_budget, tile_edge, tile_grid
+from .tiling import Tile, iter_blocks, memory_budget, memory_model, tile_edge, tile_grid
 
 KINDS = ("ntk", "nngp")
 CONVENTIONS = ("arora", "nt")
@@ -520,6 +520,9 @@ def plan_kernel(X1, X2=None, *, activation: str | Activation, depth, kind: str =
         if isinstance(tile, bool) or int(tile) != tile or tile < 1:
             raise InputError(f"tile must be a positive integer, got {tile!r}")
         edge = int(tile)
+    elif (memory_budget(memory) is None and max(workers, parallel or 1) == 1
+          and n1 * n2 * (memory_model(rec.methods)[0] + 8 * len(depths)) <= SMALL_KERNEL):
+        edge = max(n1, n2)      # a small kernel is one tile: no need to ask the memory
     else:
         edge = tile_edge(memory_budget(memory), current_rss() + held, methods=rec.methods,
                          workers=workers, n_depths=len(depths))
@@ -536,6 +539,10 @@ def plan_kernel(X1, X2=None, *, activation: str | Activation, depth, kind: str =
 
 
 TILES_PER_WORKER = 4
+SMALL_KERNEL = 64 << 20
+"""Without an explicit budget, a kernel whose whole working memory (bytes per pair of
+its methods, tiling.BYTES_PER_PAIR, times n1·n2) is at most this is one tile, sized
+without asking the system for its memory (N ≲ 200 for the series and Pfaffian methods)."""
 
 
 def balanced_edge(n1: int, n2: int, symmetric: bool, parallel: int) -> int:
