@@ -337,8 +337,9 @@ def dual_pairs(activation: str | Activation, a, b, c, which, *, checked: bool = 
 
     ``checked``: the caller guarantees a, b ≥ 0 finite, c finite and |c| ≤ ``root`` =
     :func:`~ntkhgm.numeric.covariance.sqrt_product` (a, b) exactly (a kernel clips c so),
-    where :func:`validate_covariance` would change nothing; it is skipped.  ``index``:
-    (vals, ia, ib), vals sorted and distinct with √a = vals[ia], √b = vals[ib].
+    where :func:`validate_covariance` would change nothing; it is skipped.  ``index``: a
+    function returning (vals, ia, ib), vals sorted and distinct with √a = vals[ia],
+    √b = vals[ib], called only if the distinct variances are needed.
     """
     act = as_activation(activation)
     if checked:
@@ -348,8 +349,11 @@ def dual_pairs(activation: str | Activation, a, b, c, which, *, checked: bool = 
         root = index = None
     a, b = np.minimum(a, b), np.maximum(a, b)
     if index is not None:           # vals sorted: the smaller index is the smaller variance
-        vals, ia, ib = index
-        index = (vals, np.minimum(ia, ib), np.maximum(ia, ib))
+        unoriented = index
+
+        def index():
+            vals, ia, ib = unoriented()
+            return vals, np.minimum(ia, ib), np.maximum(ia, ib)
     names = [resolve_method(act, d, m, npoints=a.size) for d, m in which]
     if np.any(a == 0):              # a zero row (a ≤ b): dual's own convention
         return [dual(act, a, b, c, derivative=d, method=name, **options)

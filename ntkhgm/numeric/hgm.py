@@ -141,6 +141,7 @@ class HGMEvaluator:
         # sphere data: the Chebyshev interpolant in θ of each variance (or None: it did not
         # pass its check), built once per process; a function of the variance alone
         self._cheb: dict[float, np.ndarray | None] = {}
+        self._near_coef: dict[tuple[float, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def coefficients(self, vals: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
         """h_n(a), n ≤ kmax, and E f², for the distinct √a in ``vals`` (docs/math.md §8, §10).
@@ -390,13 +391,15 @@ class HGMEvaluator:
                                     np.sqrt(pairs.b[d]) * sign)
         if pairs.n_degenerate == pairs.size:
             return out.reshape(pairs.shape)
-        rest = pairs.rest
         if self.mode == "auto" and pairs.uniform:
             # one variance up to rounding (normalised data): D depends on θ alone
-            out[rest] = self._chebyshev(pairs.s_uniform, pairs.theta)
+            values = self._chebyshev(pairs.s_uniform, pairs.theta)
         else:
             vals, inv = pairs.unique()
-            out[rest] = self._general(pairs.sa, pairs.sb, pairs.theta, vals, inv)
+            values = self._general(pairs.sa, pairs.sb, pairs.theta, vals, inv)
+        if pairs.n_degenerate == 0:
+            return values.reshape(pairs.shape)
+        out[pairs.rest] = values
         return out.reshape(pairs.shape)
 
     def _series(self, sa, sb, theta, vals, inv, bins, coef=None):
@@ -576,10 +579,25 @@ class HGMEvaluator:
         for the pairs it does not reach (:meth:`_general`).  For many variances the
         paths come first instead (their coefficients to 2048 terms would cost more)."""
         n = theta.size
-        out = self._series_far(np.full(n, s), np.full(n, s), theta)
-        rest = np.isnan(out)
-        if np.any(rest):
-            out[rest] = self._direct(s, theta[rest])
+        out = np.full(n, np.nan)
+        todo = np.arange(n)
+        one = np.array([s])
+        for k in hs.K_BINS_FAR:     # as _series_far, with the coefficients remembered per s
+            key = (float(s), k)
+            if key not in self._near_coef:
+                if len(self._near_coef) >= 3 * 64:
+                    self._near_coef.pop(next(iter(self._near_coef)))
+                previous = self._near_coef.get((float(s), k // 2))
+                self._near_coef[key] = self._extend(
+                    None if previous is None else (one, *previous), one, k)
+            m = todo.size
+            out[todo] = self._series(np.full(m, s), np.full(m, s), theta[todo], one,
+                                     np.zeros(2 * m, int), (k,), self._near_coef[key])
+            todo = todo[np.isnan(out[todo])]
+            if todo.size == 0:
+                break
+        if todo.size:
+            out[todo] = self._direct(s, theta[todo])
         return out
 
     def _direct(self, s: float, theta: np.ndarray) -> np.ndarray:
@@ -623,10 +641,11 @@ class Pairs:
     whether they share one variance, and (on demand) the distinct √a, √b.  Built once
     for σ and σ' of the same pairs (:func:`ntkhgm.duals.dual_pairs`).
 
-    ``root``: √(ab) if known (:func:`.covariance.sqrt_product`); ``index``: (vals, ia,
-    ib) with vals sorted, distinct, and √a = vals[ia], √b = vals[ib] per point, if known
-    (a kernel knows its rows' variances: no sort of the pairs).  ``vals`` may hold
-    variances no point has: the coefficients of a variance do not depend on the others.
+    ``root``: √(ab) if known (:func:`.covariance.sqrt_product`); ``index``: a function
+    returning (vals, ia, ib) with vals sorted, distinct, and √a = vals[ia], √b = vals[ib]
+    per point, if known (a kernel knows its rows' variances: no sort of the pairs).
+    ``vals`` may hold variances no point has: the coefficients of a variance do not depend
+    on the others.
     """
 
     def __init__(self, a, b, c, *, root=None, index=None):
@@ -656,7 +675,7 @@ class Pairs:
             if self._index is None:
                 self._unique = unique_inverse(np.concatenate([self.sa, self.sb]))
             else:
-                vals, ia, ib = self._index
+                vals, ia, ib = self._index()
                 ia, ib = np.asarray(ia).ravel()[self.rest], np.asarray(ib).ravel()[self.rest]
                 self._unique = vals, np.concatenate([ia, ib])
         return self._unique
