@@ -218,9 +218,13 @@ class HermiteRecurrence:
             if start > kmax - hi:
                 continue
             cols = np.flatnonzero(n0 == start)
+            shifts = [(u, lo + int(jj)) for u, jj in enumerate(self.active)]
+            if cols.size == 1:
+                H[:, cols[0]] = self._run_one(H[:, cols[0]], float(sa[cols[0]]), start,
+                                              shifts)
+                continue
             X = H[:, cols].astype(self.dtype)
             tmp = np.empty(cols.size, dtype=self.dtype)
-            shifts = [(u, lo + int(jj)) for u, jj in enumerate(self.active)]
             for b0 in range(start, kmax - hi + 1, steps):
                 ns = range(b0, min(b0 + steps, kmax - hi + 1))
                 R = self.ratios(np.arange(ns.start, ns.stop), sa[cols])   # in cache: a few steps
@@ -240,3 +244,25 @@ class HermiteRecurrence:
                         row += tmp
             H[:, cols] = X
         return H
+
+    def _run_one(self, h: np.ndarray, s: float, start: int, shifts) -> np.ndarray:
+        """:meth:`run` for one column (one variance: sphere data, the Chebyshev nodes), in
+        numpy scalars of ``dtype``: the same products and sums in the same order as the
+        array steps (elementwise arithmetic of the same type), without an array per step."""
+        kmax, hi = h.size - 1, self.hi
+        x = list(h.astype(self.dtype))
+        zero = self.dtype(0)
+        if start <= kmax - hi:
+            R = self.ratios(np.arange(start, kmax - hi + 1), np.array([s]))[:, :, 0]
+            for t, n in enumerate(range(start, kmax - hi + 1)):
+                terms = [(u, n + j) for u, j in shifts if n + j >= 0]
+                if not terms:
+                    x[n + hi] = zero
+                    continue
+                Rt = R[t]
+                u, m = terms[0]
+                acc = Rt[u] * x[m]
+                for u, m in terms[1:]:
+                    acc = acc + Rt[u] * x[m]
+                x[n + hi] = acc
+        return np.array(x, dtype=self.dtype)
