@@ -142,15 +142,20 @@ class HermiteRecurrence:
         spow = np.asarray(sa, dtype=ld)[None, :] ** np.arange(A.shape[2])[:, None]
         used = np.flatnonzero(np.any(self.coef[rows] != 0, axis=(0, 2)))   # powers of s
         P = A[:, :, used[-1], None] * spow[used[-1]]
+        tmp = np.empty_like(P)
         for i in used[-2::-1]:                          # elementwise, in a fixed order
-            P = P + A[:, :, i, None] * spow[i]
+            np.multiply(A[:, :, i, None], spow[i], out=tmp)
+            P += tmp
         w = np.ones((n.size, self.active.size), dtype=ld)
         for t, jj in enumerate(self.active):
             # c_{n+j} = h_{n+j} √((n+j)!), the equation divided by √((n+hi)!)
             for u in range(lo + jj + 1, hi + 1):
                 w[:, t] = w[:, t] / np.sqrt(np.maximum(n + u, 1))
             w[n + lo + jj < 0, t] = 0
-        return (P[:, :-1] * -w[:, :, None]) / P[:, -1:]
+        R = P[:, :-1]                   # (P_j · −w_j) / P_hi, written over P
+        np.multiply(R, -w[:, :, None], out=R)
+        np.divide(R, P[:, -1:], out=R)
+        return R
 
     def _radius(self, n: np.ndarray, sa: np.ndarray) -> np.ndarray:
         """Spectral radius of the one-step companion matrix at each n (rows) and s (columns):

@@ -415,7 +415,7 @@ class HGMEvaluator:
         need = hs.terms_needed(log_rho, ia, ib, U, 0.1 * self.tol, bins)
         out = np.full(sa.size, np.nan)
         # the pairs grouped by their number of terms: one stable sort of small integers
-        order = np.argsort(need, kind="stable")
+        order = np.argsort(need.astype(np.int16), kind="stable")     # (a radix sort)
         edges = np.searchsorted(need[order], list(bins) + [bins[-1] + 1])
         for k, lo, hi in zip(bins, edges[:-1], edges[1:], strict=True):
             if hi > lo:
