@@ -173,23 +173,60 @@ _HOLONOMIC_EVALUATORS: dict = {}
 _LAST_EVALUATOR: dict = {}      # (activation, derivative, mode) -> the evaluator used last
 
 
+def _pfaffian_identity(act: Activation, derivative: bool) -> tuple | None:
+    """(path, size, mtime, inode) of the Pfaffian file the loader would read, None if
+    there is none: the key of the evaluators, so that a changed file makes a new
+    evaluator, which reads and checks it again (a stat per call, no read)."""
+    if not act.holonomic:
+        return None
+    from .algebra.cache import pfaffian_path
+    from .errors import InputError
+
+    try:
+        path = pfaffian_path(act.name, derivative)
+        st = path.stat()
+    except (OSError, InputError):
+        return None
+    return str(path), st.st_size, st.st_mtime_ns, st.st_ino
+
+
 def _holonomic(mode: str):
-    """The evaluate function of the series / hgm / series+hgm methods (numeric/hgm.py)."""
+    """The evaluate function of the series / hgm / series+hgm methods (numeric/hgm.py).
+
+    The Pfaffian system is loaded and verified (hash, integrability, σ's moments:
+    :func:`_pfaffian`) by the evaluator on first need.  ``hgm`` needs it for every
+    call, so it is loaded before any value is computed; ``series+hgm`` (``auto``) only
+    when a pair goes to a Pfaffian path, so a call served by the series never reads
+    the file — and a damaged file is then no error for it: its values do not depend
+    on the file.  A call that needs the system raises PfaffianFileError as before.
+    """
 
     def evaluate(act, a, b, c, derivative, tol: float | None = None, **options):
-        from .numeric.hgm import DEFAULT_TOL, HGMEvaluator, check_finite
+        """``a`` may be a :class:`~ntkhgm.numeric.hgm.Pairs` (then b, c are ignored)."""
+        from .numeric.hgm import DEFAULT_TOL, HGMEvaluator, Pairs, check_finite
 
-        system = None if mode == "series" else _pfaffian(act, derivative)
-        if mode != "series" and system is None:
-            raise MethodUnavailableError(f"no Pfaffian system for {act.name}")
+        ident = None
+        if mode != "series":
+            ident = _pfaffian_identity(act, derivative)
+            if ident is None:
+                raise MethodUnavailableError(f"no Pfaffian system for {act.name}")
         tol = DEFAULT_TOL if tol is None else float(tol)
-        key = (act.name, derivative, tol, id(system), mode)
-        if key not in _HOLONOMIC_EVALUATORS:
-            _HOLONOMIC_EVALUATORS[key] = HGMEvaluator(
-                act.function(derivative), system, tol=tol, mode=mode,
-                annihilator=act.annihilator_of(derivative))
-        _LAST_EVALUATOR[act.name, derivative, mode] = _HOLONOMIC_EVALUATORS[key]
-        return check_finite(_HOLONOMIC_EVALUATORS[key](a, b, c), a, b, c)
+        key = (act.name, derivative, tol, mode, ident)
+        ev = _HOLONOMIC_EVALUATORS.get(key)
+        if ev is None:
+            # an evaluator of an older version of the file is dropped with it
+            for old in [k for k in _HOLONOMIC_EVALUATORS if k[:4] == key[:4]]:
+                del _HOLONOMIC_EVALUATORS[old]
+            ev = _HOLONOMIC_EVALUATORS[key] = HGMEvaluator(
+                act.function(derivative), None, tol=tol, mode=mode,
+                annihilator=act.annihilator_of(derivative),
+                loader=None if mode == "series" else lambda: _pfaffian(act, derivative))
+        if mode == "hgm":
+            _ = ev.system   # every pair may take a path: load and verify first
+        _LAST_EVALUATOR[act.name, derivative, mode] = ev
+        if isinstance(a, Pairs):
+            return check_finite(ev(a), a.a, a.b, a.c).reshape(a.shape)
+        return check_finite(ev(a, b, c), a, b, c)
 
     return evaluate
 
@@ -284,6 +321,57 @@ def dual(activation: str | Activation, a, b, c, *, derivative: bool = False,
     if np.any(keep):
         out[keep] = METHODS[name].evaluate(act, a[keep], b[keep], c[keep], derivative, **options)
     return _finite(out, act, name, a, b, c)
+
+
+_PAIRS_METHODS = ("series", "hgm", "series+hgm")
+"""Methods whose evaluate takes a :class:`~ntkhgm.numeric.hgm.Pairs` for (a, b, c)."""
+
+
+def dual_pairs(activation: str | Activation, a, b, c, which, *, checked: bool = False,
+               root=None, index=None, **options) -> list[np.ndarray]:
+    """``[dual(activation, a, b, c, derivative=d, method=m, **options) for d, m in which]``,
+    value for value, with the work that does not depend on the function done once: the
+    checks of Λ, the orientation a ≤ b, and for the series and Pfaffian methods the
+    correlation coordinates, √a, √b and the distinct variances (one
+    :class:`~ntkhgm.numeric.hgm.Pairs` for all).  What a kernel's layer calls for σ and σ'.
+
+    ``checked``: the caller guarantees a, b ≥ 0 finite, c finite and |c| ≤ ``root`` =
+    :func:`~ntkhgm.numeric.covariance.sqrt_product` (a, b) exactly (a kernel clips c so),
+    where :func:`validate_covariance` would change nothing; it is skipped.  ``index``: a
+    function returning (vals, ia, ib), vals sorted and distinct with √a = vals[ia],
+    √b = vals[ib], called only if the distinct variances are needed.
+    """
+    act = as_activation(activation)
+    if checked:
+        a, b, c = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (a, b, c)))
+    else:
+        a, b, c = validate_covariance(a, b, c)
+        root = index = None
+    a, b = np.minimum(a, b), np.maximum(a, b)
+    if index is not None:           # vals sorted: the smaller index is the smaller variance
+        unoriented = index
+
+        def index():
+            vals, ia, ib = unoriented()
+            return vals, np.minimum(ia, ib), np.maximum(ia, ib)
+    names = [resolve_method(act, d, m, npoints=a.size) for d, m in which]
+    if np.any(a == 0):              # a zero row (a ≤ b): dual's own convention
+        return [dual(act, a, b, c, derivative=d, method=name, **options)
+                for (d, _), name in zip(which, names, strict=True)]
+    pairs = None
+    out = []
+    for (d, _), name in zip(which, names, strict=True):
+        _check_range(act, name, a, b, c, True, METHODS[name].max_variance)
+        if name in _PAIRS_METHODS:
+            if pairs is None:
+                from .numeric.hgm import Pairs
+
+                pairs = Pairs(a, b, c, root=root, index=index)
+            values = METHODS[name].evaluate(act, pairs, None, None, d, **options)
+        else:
+            values = METHODS[name].evaluate(act, a, b, c, d, **options)
+        out.append(_finite(np.asarray(values, dtype=float), act, name, a, b, c))
+    return out
 
 
 def _finite(values: np.ndarray, act: Activation, method: str, a, b, c) -> np.ndarray:

@@ -38,16 +38,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from .activations import Activation
-from .duals import as_activation, c_sigma, dual, resolve_method
+from .duals import as_activation, c_sigma, dual, dual_pairs, resolve_method
 from .errors import InputError, NonFiniteKernelError, NumericalError
 from .numeric.covariance import sqrt_product
-from .tiling import Tile, iter_blocks, memory_budget, tile_edge, tile_grid
+from .tiling import Tile, iter_blocks, memory_budget, memory_model, tile_edge, tile_grid
 
 KINDS = ("ntk", "nngp")
 CONVENTIONS = ("arora", "nt")
@@ -145,6 +148,14 @@ class Recursion:
         method = self.methods[1 if derivative else 0]
         return dual(self.act, a, b, c, derivative=derivative, method=method,
                     **dict(self.options))
+
+    def duals(self, a, b, c, *, root=None, index=None) -> list[np.ndarray]:
+        """[D_σ] or [D_σ, D_σ'] (NTK) of the same pairs, their shared work done once
+        (:func:`~ntkhgm.duals.dual_pairs`); with ``root`` the caller has clipped c to
+        ±root = √(ab) (kernels do), so the covariance checks would change nothing."""
+        which = [(False, self.methods[0])] + ([(True, self.methods[1])] if self.ntk else [])
+        return dual_pairs(self.act, a, b, c, which, checked=root is not None, root=root,
+                          index=index, **dict(self.options))
 
     def fingerprint(self) -> dict:
         """What determines the values (for resuming a run): JSON-able."""
@@ -323,33 +334,44 @@ class TileRows(LayerValues):
     norm: np.ndarray
 
 
-def _substitute(rec: Recursion, A: TileRows, h: int, derivative: bool, a, b, c, pa, rows1,
-                rows2, anti_ok: bool) -> np.ndarray:
-    """D_σ (or D_σ') of layer h on the pairs: exactly degenerate pairs with a = b take the
-    rows' diagonal (or antidiagonal) values, the rest go to the dual evaluator."""
-    diag_vals = A.td if derivative else A.t
-    anti_vals = A.tda if derivative else A.ta
+def _layer_duals(rec: Recursion, A: TileRows, h: int, a, b, c, root, pa, index, rows1,
+                 rows2, anti_ok: bool) -> list[np.ndarray]:
+    """[D_σ] or [D_σ, D_σ'] of layer h on the pairs: exactly degenerate pairs with a = b take
+    the rows' diagonal (or antidiagonal) values, the rest go to the dual evaluators, σ and
+    σ' together (:meth:`Recursion.duals`).  ``root`` = √(ab) with |c| ≤ root (or None:
+    checked as any input); ``index``: a function returning (vals, ia, ib), √a = vals[ia],
+    √b = vals[ib] (:func:`~ntkhgm.duals.dual_pairs`)."""
+    derivs = (False, True) if rec.ntk else (False,)
     eq = a == b
     diag = eq & (c == a)
-    anti = eq & (c == -a) & ~diag if anti_ok and anti_vals is not None else None
+    anti = eq & (c == -a) & ~diag if anti_ok and A.ta is not None else None
     special = diag if anti is None else diag | anti
     if not np.any(special):
         try:
-            return rec.dual(a, b, c, derivative)
+            return rec.duals(a, b, c, root=root, index=index)
         except NumericalError as exc:
             raise _with_pair(exc, h, a, b, c, rows1, rows2, A.n1) from None
-    out = np.empty(a.shape)
-    out[diag] = diag_vals[h][pa[diag]]
-    if anti is not None and np.any(anti):
-        out[anti] = anti_vals[h][pa[anti]]
+    outs = [np.empty(a.shape) for _ in derivs]
+    for out, derivative in zip(outs, derivs, strict=True):
+        out[diag] = (A.td if derivative else A.t)[h][pa[diag]]
+        if anti is not None and np.any(anti):
+            out[anti] = (A.tda if derivative else A.ta)[h][pa[anti]]
     rest = ~special
     if np.any(rest):
+        sub = None
+        if index is not None:
+            def sub():
+                vals, ia, ib = index()
+                return vals, ia[rest], ib[rest]
         try:
-            out[rest] = rec.dual(a[rest], b[rest], c[rest], derivative)
+            values = rec.duals(a[rest], b[rest], c[rest],
+                               root=None if root is None else root[rest], index=sub)
         except NumericalError as exc:
             raise _with_pair(exc, h, a[rest], b[rest], c[rest], rows1[rest],
                              rows2[rest], A.n1) from None
-    return out
+        for out, v in zip(outs, values, strict=True):
+            out[rest] = v
+    return outs
 
 
 def compute_tile(rec: Recursion, A: TileRows, B: TileRows | None) -> dict[int, np.ndarray]:
@@ -396,14 +418,25 @@ def compute_tile(rec: Recursion, A: TileRows, B: TileRows | None) -> dict[int, n
         if 0 in rec.depths:
             keep(0, cross, A.q)
         for h in range(1, rec.depth + 1):
-            a, b = A.q[h - 1][pa], Bm.q[h - 1][pb]
+            qa, qb = A.q[h - 1], Bm.q[h - 1]
+            a, b = qa[pa], qb[pb]
             root = sqrt_product(a, b)  # a·b may underflow or overflow
             c = np.clip(cross, -root, root)  # rounding of earlier layers into the cone
-            del root
-            T = _substitute(rec, A, h, False, a, b, c, pa, rows1, rows2, anti_ok)
-            if rec.ntk:
-                Td = _substitute(rec, A, h, True, a, b, c, pa, rows1, rows2, anti_ok)
-            del a, b, c
+            # the rows' distinct √variances, once per tile and layer: no sort of the pairs
+            # (gathered per pair only if the evaluators need them: not on a sphere)
+            rows_q = qa if symmetric else np.concatenate([qa, qb])
+
+            def index(rows_q=rows_q):
+                vals, inv = np.unique(np.sqrt(rows_q), return_inverse=True)
+                return vals, inv[pa], inv[pb if symmetric else n1 + pb]
+            # the rows' values are finite (checked); non-negative, c is in ±root: the
+            # covariance checks would change nothing (else they run, and say what is wrong)
+            trusted = bool(np.all(qa >= 0) and np.all(qb >= 0))
+            duals_h = _layer_duals(rec, A, h, a, b, c, root if trusted else None, pa,
+                                   index if trusted else None, rows1, rows2, anti_ok)
+            T = duals_h[0]
+            Td = duals_h[1] if rec.ntk else None
+            del a, b, c, root, index, duals_h
             cross = rec.next_cov(T)
             _nonfinite(cross, h, rows1, rows2, "Σ", A.n1)
             if rec.ntk:
@@ -495,9 +528,17 @@ def plan_kernel(X1, X2=None, *, activation: str | Activation, depth, kind: str =
         if isinstance(tile, bool) or int(tile) != tile or tile < 1:
             raise InputError(f"tile must be a positive integer, got {tile!r}")
         edge = int(tile)
+    elif (memory_budget(memory) is None and max(workers, parallel or 1) == 1
+          and n1 * n2 * (memory_model(rec.methods)[0] + 8 * len(depths)) <= SMALL_KERNEL):
+        edge = max(n1, n2)      # a small kernel is one tile: no need to ask the memory
     else:
         edge = tile_edge(memory_budget(memory), current_rss() + held, methods=rec.methods,
                          workers=workers, n_depths=len(depths))
+        if X2 is None and n1 * (n1 - 1) // 2 <= edge * edge:
+            # K(X, X) as one diagonal tile holds n1(n1 − 1)/2 pairs, no more than a full
+            # tile of the budget's edge: one tile (each tile pays the per-call costs of the
+            # evaluators: a variance's coefficients, an interpolant, a path batch)
+            edge = max(edge, n1)
         edge = min(edge, balanced_edge(n1, n2, X2 is None, parallel or workers))
         side = max(n1, n2)
         edge = -(-side // -(-side // edge))  # as many blocks, all (nearly) equal
@@ -506,6 +547,10 @@ def plan_kernel(X1, X2=None, *, activation: str | Activation, depth, kind: str =
 
 
 TILES_PER_WORKER = 4
+SMALL_KERNEL = 64 << 20
+"""Without an explicit budget, a kernel whose whole working memory (bytes per pair of
+its methods, tiling.BYTES_PER_PAIR, times n1·n2) is at most this is one tile, sized
+without asking the system for its memory (N ≲ 200 for the series and Pfaffian methods)."""
 
 
 def balanced_edge(n1: int, n2: int, symmetric: bool, parallel: int) -> int:
@@ -535,13 +580,68 @@ def run_tiles(plan: Plan, sink: Callable[[Tile, dict[int, np.ndarray]], None], *
         from .parallel import map_tiles
 
         results = map_tiles(client, plan, todo)
+        work = 0
     else:
         results = ((t, compute_tile(plan.rec, *plan.tile_inputs(t))) for t in todo)
-    for t, result in results:
-        sink(t, result)
-        done += 1
-        if progress is not None:
-            progress(done, total)
+        work = max((t.pairs for t in todo), default=0) * memory_model(plan.rec.methods)[0]
+    with kept_heap(work):
+        for t, result in results:
+            sink(t, result)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
+
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+KEEP_MIN, KEEP_MAX = 64 << 20, 1 << 30
+_LIBC: list = []
+
+
+def _glibc():
+    """The C library if it is glibc (mallopt, malloc_trim) and NTKHGM_MALLOC_TUNE is not
+    0, else None; looked up once."""
+    if not _LIBC:
+        libc = None
+        if os.environ.get("NTKHGM_MALLOC_TUNE", "1").strip() != "0" and \
+                sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                lib = ctypes.CDLL(None)
+                if all(hasattr(lib, f) for f in ("gnu_get_libc_version", "mallopt",
+                                                  "malloc_trim")):
+                    libc = lib
+            except OSError:
+                libc = None
+        _LIBC.append(libc)
+    return _LIBC[0]
+
+
+@contextmanager
+def kept_heap(work: int):
+    """Let glibc keep up to ``work`` bytes (a tile's working memory, KEEP_MIN..KEEP_MAX)
+    of freed heap while a kernel runs, then give it all back (``malloc_trim``).
+
+    A layer's pair arrays (4 MB each at N = 1000) are allocated and freed dozens of
+    times; with glibc's adaptive thresholds the freed top of the heap is returned to the
+    system whenever it exceeds twice the largest array seen, and every new array is then
+    page-faulted back in: measured, 2× the time of a depth-3 ReSin NTK on sphere data at
+    N = 1000.  On leaving, the thresholds stay at what glibc's own adaptation reaches
+    after a 32 MiB array (mmap 32 MiB, trim 64 MiB): setting them ends the adaptation.
+    Not glibc, a small kernel, or NTKHGM_MALLOC_TUNE=0: nothing is changed.
+    """
+    libc = _glibc() if work >= KEEP_MIN else None
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    libc.mallopt(_M_TRIM_THRESHOLD, int(min(work, KEEP_MAX)))
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+        libc.malloc_trim(0)
 
 
 def in_memory_sink(plan: Plan) -> tuple[dict[int, np.ndarray], Callable]:

@@ -72,11 +72,18 @@ def test_depth_list_equals_separate_calls_and_costs_one_pass(act, monkeypatch):
     evaluated = []
     real = kernels_mod.dual
 
+    real_pairs = kernels_mod.dual_pairs
+
     def counting(activation, a, b, c, **kw):
         evaluated.append(np.size(a))
         return real(activation, a, b, c, **kw)
 
+    def counting_pairs(activation, a, b, c, which, **kw):     # σ and σ' of the same pairs
+        evaluated.append(np.size(a) * len(which))
+        return real_pairs(activation, a, b, c, which, **kw)
+
     monkeypatch.setattr(kernels_mod, "dual", counting)
+    monkeypatch.setattr(kernels_mod, "dual_pairs", counting_pairs)
     Ks = ntkhgm.kernel(X, activation=act, depth=[3, 1, 2])
     one_pass = sum(evaluated)
     evaluated.clear()
@@ -188,7 +195,18 @@ def test_non_finite_in_a_pair_names_both_rows(monkeypatch):
             out[np.flatnonzero(pairs)[-1]] = np.inf
         return out
 
+    real_pairs = kernels_mod.dual_pairs
+
+    def poisoned_pairs(activation, a, b, c, which, **kw):     # σ and σ' of the same pairs
+        outs = real_pairs(activation, a, b, c, which, **kw)
+        for (derivative, _), out in zip(which, outs, strict=True):
+            pairs = (np.asarray(a) != np.asarray(b))
+            if derivative and np.any(pairs):
+                out[np.flatnonzero(pairs)[-1]] = np.inf
+        return outs
+
     monkeypatch.setattr(kernels_mod, "dual", poisoned)
+    monkeypatch.setattr(kernels_mod, "dual_pairs", poisoned_pairs)
     with pytest.raises(NonFiniteKernelError, match=r"at layer 1, X1 row \d+ and X2 row \d+"):
         ntkhgm.kernel(XT, X, activation="relu", depth=2)
 

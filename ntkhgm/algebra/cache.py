@@ -10,7 +10,7 @@ locations from :mod:`ntkhgm.paths`):
   (:func:`ntkhgm.paths.user_pfaffian_dir`).  Catalog names are reserved: a user system
   cannot take one.
 
-Parsed systems are memoised in-process by (path, size, mtime), so repeated loads
+Parsed systems are memoised in-process by (path, size, mtime, inode), so repeated loads
 cost a ``stat``.  Every write is atomic (temporary file + rename) and happens only
 after a complete, verified computation: a failure never leaves a partial entry,
 and concurrent writers of the same entry leave one valid file.
@@ -48,7 +48,7 @@ from .pfaffian import (
 __all__ = ["load_pfaffian", "store_pfaffian", "has_pfaffian", "compute_pfaffian",
            "pfaffian_path", "resolve_annihilator", "list_user_activations"]
 
-_MEMO: dict[tuple[str, int, int], PfaffianSystem] = {}
+_MEMO: dict[tuple[str, int, int, int], PfaffianSystem] = {}
 _LOCK = threading.Lock()
 #: random points (modulo a 61-bit prime) of the default integrability check
 MODP_POINTS = 4
@@ -77,12 +77,12 @@ def pfaffian_path(activation: str, derivative: bool, directory: Path | None = No
 
 
 def load_file(path: Path) -> PfaffianSystem:
-    """Load and validate one Pfaffian file (memoised by path, size and mtime)."""
+    """Load and validate one Pfaffian file (memoised by path, size, mtime and inode)."""
     try:
         st = path.stat()
     except OSError as exc:
         raise PfaffianFileError(f"{path}: cannot read ({exc.strerror})") from None
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
     with _LOCK:
         hit = _MEMO.get(key)
     if hit is not None:

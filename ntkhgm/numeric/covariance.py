@@ -52,16 +52,25 @@ def _sqrt_product_scaled(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.ldexp(np.sqrt(m), (e - odd) // 2)
 
 
-def correlation(a, b, c) -> Correlation:
+def correlation(a, b, c, root=None) -> Correlation:
     """The coordinates of the module docstring, for a, b from 0 up to the double range.
 
-    √(ab) comes from :func:`sqrt_product` and 1 − ρ² as ((√(ab) − |c|)/√(ab))·(1 + |c|/√(ab)), so
+    √(ab) comes from :func:`sqrt_product` (or ``root``, its value if the caller has it)
+    and 1 − ρ² as ((√(ab) − |c|)/√(ab))·(1 + |c|/√(ab)), so
     nothing overflows for a, b near 1e308 or underflows for a, b near 1e-300 (a·b
     itself would; issue 13).
     """
     a, b, c = (np.asarray(x, dtype=float) for x in (a, b, c))
-    root = sqrt_product(a, b)
+    root = sqrt_product(a, b) if root is None else root
     positive = root > 0
+    if positive.all():
+        # the usual case, the same operations without the masks (the same values)
+        ratio = c / root
+        minus = np.maximum(root - np.abs(c), 0.0) / root
+        s = np.sqrt(minus)
+        s *= np.sqrt(1.0 + np.minimum(np.abs(ratio), 1.0))
+        return Correlation(root, np.clip(ratio, -1.0, 1.0), s, np.arctan2(s, ratio),
+                           minus == 0)
     safe = np.where(positive, root, 1.0)
     ratio = c / safe
     minus = np.maximum(root - np.abs(c), 0.0) / safe     # 1 − |ρ|, relatively accurate

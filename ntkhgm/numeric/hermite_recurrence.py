@@ -142,35 +142,60 @@ class HermiteRecurrence:
         spow = np.asarray(sa, dtype=ld)[None, :] ** np.arange(A.shape[2])[:, None]
         used = np.flatnonzero(np.any(self.coef[rows] != 0, axis=(0, 2)))   # powers of s
         P = A[:, :, used[-1], None] * spow[used[-1]]
+        tmp = np.empty_like(P)
         for i in used[-2::-1]:                          # elementwise, in a fixed order
-            P = P + A[:, :, i, None] * spow[i]
+            np.multiply(A[:, :, i, None], spow[i], out=tmp)
+            P += tmp
         w = np.ones((n.size, self.active.size), dtype=ld)
         for t, jj in enumerate(self.active):
             # c_{n+j} = h_{n+j} √((n+j)!), the equation divided by √((n+hi)!)
             for u in range(lo + jj + 1, hi + 1):
                 w[:, t] = w[:, t] / np.sqrt(np.maximum(n + u, 1))
             w[n + lo + jj < 0, t] = 0
-        return (P[:, :-1] * -w[:, :, None]) / P[:, -1:]
+        R = P[:, :-1]                   # (P_j · −w_j) / P_hi, written over P
+        np.multiply(R, -w[:, :, None], out=R)
+        np.divide(R, P[:, -1:], out=R)
+        return R
 
-    def _radius(self, n: int, sa: np.ndarray) -> np.ndarray:
-        """Spectral radius of the one-step companion matrix at n, for each s."""
+    def _radius(self, n: np.ndarray, sa: np.ndarray) -> np.ndarray:
+        """Spectral radius of the one-step companion matrix at each n (rows) and s (columns):
+        one batch of eigenvalue problems (each matrix's own LAPACK call, whatever the batch)."""
+        n = np.atleast_1d(n)
         J = self.hi - self.lo
-        C = np.zeros((sa.size, J, J))
-        C[:, np.arange(J - 1), np.arange(1, J)] = 1.0
-        C[:, -1, self.active] = self.ratios(np.array([n]), sa)[0].T.astype(float)
-        return np.max(np.abs(np.linalg.eigvals(C)), axis=1)
+        C = np.zeros((n.size, sa.size, J, J))
+        C[:, :, np.arange(J - 1), np.arange(1, J)] = 1.0
+        C[:, :, -1, self.active] = np.swapaxes(self.ratios(n, sa), 1, 2).astype(float)
+        return np.max(np.abs(np.linalg.eigvals(C)), axis=-1)
 
     @cached_property
+    def _start_columns(self) -> dict[int, int]:
+        """n0 of the grid points S_GRID[i] computed so far (:meth:`_start_at`)."""
+        return {}
+
+    def _start_at(self, cols: np.ndarray) -> np.ndarray:
+        """n0 at the grid points S_GRID[cols]: the smallest n (of N_GRID) past which no
+        solution of the recurrence grows faster than algebraically (one-step spectral
+        radius ≤ 1 + 1/n at every larger grid n), so rounding is not amplified (docs/math.md
+        §10).  Each grid point's n0 depends on it alone; computed on first need (the
+        variances of a kernel span a few grid points), all of them in one batch."""
+        memo = self._start_columns
+        todo = np.array(sorted({int(i) for i in np.unique(cols)} - memo.keys()), dtype=int)
+        if todo.size:
+            n0 = np.full(todo.size, np.iinfo(np.int64).max // 4)
+            ok = np.ones(todo.size, dtype=bool)
+            radius = self._radius(N_GRID, S_GRID[todo])
+            for i in range(N_GRID.size - 1, -1, -1):
+                n = N_GRID[i]
+                ok &= radius[i] <= 1.0 + 1.0 / n
+                n0[ok] = n
+            memo.update(zip(todo.tolist(), np.maximum(n0, self.first).tolist(), strict=True))
+        return np.array([memo[int(i)] for i in np.ravel(cols)], dtype=np.int64).reshape(
+            np.shape(cols))
+
+    @property
     def _start_table(self) -> np.ndarray:
-        """n0 on the grid S_GRID of s: the smallest n (of N_GRID) past which no solution
-        of the recurrence grows faster than algebraically (one-step spectral radius
-        ≤ 1 + 1/n at every larger grid n), so rounding is not amplified (docs/math.md §10)."""
-        n0 = np.full(S_GRID.size, np.iinfo(np.int64).max // 4)
-        ok = np.ones(S_GRID.size, dtype=bool)
-        for n in N_GRID[::-1]:
-            ok &= self._radius(int(n), S_GRID) <= 1.0 + 1.0 / n
-            n0[ok] = n
-        return np.maximum(n0, self.first)
+        """n0 on the whole grid S_GRID (:meth:`_start_at`)."""
+        return self._start_at(np.arange(S_GRID.size))
 
     def start(self, sa: np.ndarray) -> np.ndarray:
         """n0(s): the first equation run forward (the larger of the two grid neighbours'
@@ -179,7 +204,10 @@ class HermiteRecurrence:
         sa = np.asarray(sa, dtype=float)
         x = (np.log2(np.maximum(sa, 1e-300)) - np.log2(S_GRID[0])) / S_STEP
         i = np.clip(np.floor(x).astype(int), 0, S_GRID.size - 2)
-        out = np.maximum(self._start_table[i], self._start_table[i + 1])
+        used, inv = np.unique(np.concatenate([np.ravel(i), np.ravel(i) + 1]),
+                              return_inverse=True)
+        table = self._start_at(used)[inv]
+        out = np.maximum(table[: i.size], table[i.size:]).reshape(i.shape)
         inside = (sa >= S_GRID[0]) & (sa <= S_GRID[-1])
         return np.where(inside, out, np.iinfo(np.int64).max // 4)
 
@@ -195,19 +223,51 @@ class HermiteRecurrence:
             if start > kmax - hi:
                 continue
             cols = np.flatnonzero(n0 == start)
+            shifts = [(u, lo + int(jj)) for u, jj in enumerate(self.active)]
+            if cols.size == 1:
+                H[:, cols[0]] = self._run_one(H[:, cols[0]], float(sa[cols[0]]), start,
+                                              shifts)
+                continue
             X = H[:, cols].astype(self.dtype)
+            tmp = np.empty(cols.size, dtype=self.dtype)
             for b0 in range(start, kmax - hi + 1, steps):
-                ns = np.arange(b0, min(b0 + steps, kmax - hi + 1))
-                R = self.ratios(ns, sa[cols])                       # in cache: a few steps
+                ns = range(b0, min(b0 + steps, kmax - hi + 1))
+                R = self.ratios(np.arange(ns.start, ns.stop), sa[cols])   # in cache: a few steps
                 for t, n in enumerate(ns):
-                    terms = [(R[t, u], n + lo + jj) for u, jj in enumerate(self.active)
-                             if n + lo + jj >= 0]
+                    terms = [(u, n + j) for u, j in shifts if n + j >= 0]
+                    row = X[n + hi]
                     if not terms:               # P_j = 0 for every j ≥ −n: h_{n+hi} = 0
-                        X[n + hi] = 0
+                        row[...] = 0
                         continue
-                    acc = terms[0][0] * X[terms[0][1]]
-                    for r, m in terms[1:]:
-                        acc += r * X[m]
-                    X[n + hi] = acc
+                    # h_{n+hi} = Σ_j R_j h_{n+j}: products and sums in the order of the
+                    # shifts, written in place (the same operations, no temporaries)
+                    Rt = R[t]
+                    u, m = terms[0]
+                    np.multiply(Rt[u], X[m], out=row)
+                    for u, m in terms[1:]:
+                        np.multiply(Rt[u], X[m], out=tmp)
+                        row += tmp
             H[:, cols] = X
         return H
+
+    def _run_one(self, h: np.ndarray, s: float, start: int, shifts) -> np.ndarray:
+        """:meth:`run` for one column (one variance: sphere data, the Chebyshev nodes), in
+        numpy scalars of ``dtype``: the same products and sums in the same order as the
+        array steps (elementwise arithmetic of the same type), without an array per step."""
+        kmax, hi = h.size - 1, self.hi
+        x = list(h.astype(self.dtype))
+        zero = self.dtype(0)
+        if start <= kmax - hi:
+            R = self.ratios(np.arange(start, kmax - hi + 1), np.array([s]))[:, :, 0]
+            for t, n in enumerate(range(start, kmax - hi + 1)):
+                terms = [(u, n + j) for u, j in shifts if n + j >= 0]
+                if not terms:
+                    x[n + hi] = zero
+                    continue
+                Rt = R[t]
+                u, m = terms[0]
+                acc = Rt[u] * x[m]
+                for u, m in terms[1:]:
+                    acc = acc + Rt[u] * x[m]
+                x[n + hi] = acc
+        return np.array(x, dtype=self.dtype)

@@ -87,8 +87,12 @@ def hermite_coefficients(f, sa: np.ndarray, kmax: int,
     return H, second
 
 
+_CHECKED: dict = {}
+
+
 def checked_recurrence(f, annihilator: str | None) -> HermiteRecurrence | None:
-    """The recurrence of ``annihilator`` (docs/math.md §10), checked once.
+    """The recurrence of ``annihilator`` (docs/math.md §10), checked once per process for
+    each (f, annihilator): the evaluators of one function (methods, tolerances) share it.
 
     None unless it reproduces f's own Hermite coefficients by quadrature (n ≤ 40,
     a ∈ {0.1, 1, 10}) to 1e-12 of their ℓ² norm: an operator that kills f only away from
@@ -97,7 +101,17 @@ def checked_recurrence(f, annihilator: str | None) -> HermiteRecurrence | None:
     over 256 terms at a = 0.01, 1, 64 (ReSin′, GELU, GELU′: R_j's rounding fed through
     slowly decaying solutions); then in long double.
     """
-    rec = HermiteRecurrence.from_annihilator(annihilator) if annihilator is not None else None
+    if annihilator is None:
+        return None
+    key = (id(f), annihilator)
+    hit = _CHECKED.get(key)
+    if hit is None or hit[0] is not f:          # (an id reused by another function: again)
+        hit = _CHECKED[key] = (f, _checked_recurrence(f, annihilator))
+    return hit[1]
+
+
+def _checked_recurrence(f, annihilator: str) -> HermiteRecurrence | None:
+    rec = HermiteRecurrence.from_annihilator(annihilator)
     if rec is None:
         return None
     sa = np.sqrt(np.array([0.1, 1.0, 10.0]))

@@ -43,8 +43,14 @@ from collections import Counter
 
 import numpy as np
 
-from ..errors import IntegrationError, PfaffianFileError, SingularityError
+from ..errors import (
+    IntegrationError,
+    MethodUnavailableError,
+    PfaffianFileError,
+    SingularityError,
+)
 from . import hermite_series as hs
+from .covariance import correlation
 from .pfaffian_ode import (
     EndPathEvaluator,
     EndSystem,
@@ -57,10 +63,10 @@ from .pfaffian_ode import (
     taylor_steps,
 )
 from .quadrature import (
-    degenerate_first,
     expect_1d,
     expect_1d_powers,
     expect_2d,
+    expect_pair_1d,
     expect_pair_1d_shared,
 )
 
@@ -110,12 +116,17 @@ def _moments(f, sa: np.ndarray, pmax: int) -> np.ndarray:
 class HGMEvaluator:
     """Dual activation D_f(a, b, c) of one function f (σ or σ') with its Pfaffian system."""
 
-    def __init__(self, f, system, *, tol: float = DEFAULT_TOL, mode: str = "auto",
-                 annihilator: str | None = None):
+    def __init__(self, f, system=None, *, tol: float = DEFAULT_TOL, mode: str = "auto",
+                 annihilator: str | None = None, loader=None):
+        """``system``: the Pfaffian system of f, or None with ``loader``, a function that
+        returns it (loaded and verified) and is called on first need only: a call whose
+        pairs all go to the series or the 1-D integral never loads the system (mode
+        ``series`` never does)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.f = f
-        self.system = system
+        self._system = system
+        self._loader = loader
         self.tol = tol
         self.mode = mode
         self._rs = None
@@ -128,6 +139,10 @@ class HGMEvaluator:
         # §10), else by quadrature: decided here, once
         self.recurrence = hs.checked_recurrence(f, annihilator)
         self._memo: dict = {}
+        # sphere data: the Chebyshev interpolant in θ of each variance (or None: it did not
+        # pass its check), built once per process; a function of the variance alone
+        self._cheb: dict[float, np.ndarray | None] = {}
+        self._near_coef: dict[tuple[float, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def coefficients(self, vals: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
         """h_n(a), n ≤ kmax, and E f², for the distinct √a in ``vals`` (docs/math.md §8, §10).
@@ -159,6 +174,22 @@ class HGMEvaluator:
             except SingularityError:
                 self._ends[end] = None
         return self._ends[end]
+
+    @property
+    def system(self):
+        """The Pfaffian system, loaded on first use (``loader``); a loader that fails
+        (a damaged file) fails again at the next use: nothing unverified is kept."""
+        if self._system is None and self._loader is not None:
+            system = self._loader()
+            if system is None:
+                raise MethodUnavailableError("no Pfaffian system for this function")
+            self._system = system
+        return self._system
+
+    @property
+    def system_loaded(self) -> bool:
+        """Whether the system is at hand (given, or loaded by now)."""
+        return self._system is not None
 
     @property
     def rs(self) -> RhoSystem:
@@ -354,25 +385,30 @@ class HGMEvaluator:
             ok &= bound <= 0.1 * self.tol * scale
         return g, ok
 
-    def __call__(self, a, b, c) -> np.ndarray:
-        """D_f at every (a, b, c); :attr:`regions` then counts the pairs per region."""
-        out, shape, (a, b, c), cor = degenerate_first(self.f, self.f, a, b, c)
-        sa, sb, theta = np.sqrt(a), np.sqrt(b), cor.theta
-        rest = np.flatnonzero(~cor.degenerate)
-        self.regions = Counter({"degenerate: 1-D integral": int(np.sum(cor.degenerate))})
-        if rest.size == 0:
-            return out.reshape(shape)
-        both = np.concatenate([sa[rest], sb[rest]])
-        lo, hi = float(both.min()), float(both.max())
-        if self.mode == "auto" and hi - lo <= UNIFORM_RTOL * hi:
+    def __call__(self, a, b=None, c=None) -> np.ndarray:
+        """D_f at every (a, b, c), or at the :class:`Pairs` ``a`` (shared with the
+        evaluators of other functions); :attr:`regions` then counts the pairs per region."""
+        pairs = a if isinstance(a, Pairs) else Pairs(a, b, c)
+        out = np.empty(pairs.size)
+        d = pairs.cor.degenerate
+        self.regions = Counter({"degenerate: 1-D integral": pairs.n_degenerate})
+        if pairs.n_degenerate:
+            # u = √a z, v = ±√b z: one Gaussian variable
+            sign = np.where(pairs.c[d] < 0, -1.0, 1.0)
+            out[d] = expect_pair_1d(self.f, self.f, np.sqrt(pairs.a[d]),
+                                    np.sqrt(pairs.b[d]) * sign)
+        if pairs.n_degenerate == pairs.size:
+            return out.reshape(pairs.shape)
+        if self.mode == "auto" and pairs.uniform:
             # one variance up to rounding (normalised data): D depends on θ alone
-            out[rest] = self._chebyshev(0.5 * (lo + hi), theta[rest])
-            self.regions["|ρ| ≤ 0.9, one variance: Chebyshev in θ"] += int(np.sum(
-                np.abs(np.cos(theta[rest])) <= CHEB_RHO))
+            values = self._chebyshev(pairs.s_uniform, pairs.theta)
         else:
-            vals, inv = unique_inverse(both)
-            out[rest] = self._general(sa[rest], sb[rest], theta[rest], vals, inv)
-        return out.reshape(shape)
+            vals, inv = pairs.unique()
+            values = self._general(pairs.sa, pairs.sb, pairs.theta, vals, inv)
+        if pairs.n_degenerate == 0:
+            return values.reshape(pairs.shape)
+        out[pairs.rest] = values
+        return out.reshape(pairs.shape)
 
     def _series(self, sa, sb, theta, vals, inv, bins, coef=None):
         """Mehler series where it converges within max(bins) terms; NaN elsewhere.
@@ -387,7 +423,7 @@ class HGMEvaluator:
         need = hs.terms_needed(log_rho, ia, ib, U, 0.1 * self.tol, bins)
         out = np.full(sa.size, np.nan)
         # the pairs grouped by their number of terms: one stable sort of small integers
-        order = np.argsort(need, kind="stable")
+        order = np.argsort(need.astype(np.int16), kind="stable")     # (a radix sort)
         edges = np.searchsorted(need[order], list(bins) + [bins[-1] + 1])
         for k, lo, hi in zip(bins, edges[:-1], edges[1:], strict=True):
             if hi > lo:
@@ -419,11 +455,12 @@ class HGMEvaluator:
         out = self._series(sa, sb, theta, vals, inv, hs.K_BINS)
         far = np.flatnonzero(np.isnan(out))
         tried = np.zeros(out.size, dtype=bool)
-        if self.mode == "auto" and far.size and self._end_paths_hold():
+        if self.mode == "auto" and far.size:
             # beyond |ρ| = RHO_START the local solutions at |ρ| = 1 are cheaper than a
-            # longer series, where they pass their check on a reference point
+            # longer series, where they pass their check on a reference point (asked only
+            # when there are such pairs: the check needs the Pfaffian system)
             first = far[np.abs(np.cos(theta[far])) >= RHO_START]
-            if first.size:
+            if first.size and self._end_paths_hold():
                 out[first] = self._paths(sa[first], sb[first], theta[first])
                 tried[first] = True
                 far = far[np.isnan(out[far])]
@@ -523,35 +560,133 @@ class HGMEvaluator:
         D is analytic in θ there (the singular points are at |ρ| = 1), so the
         interpolant converges geometrically; it is checked between its nodes
         and, failing that, every point is evaluated directly.  The few pairs
-        with |ρ| > CHEB_RHO are evaluated directly.
+        with |ρ| > CHEB_RHO are evaluated directly.  The interpolant depends on s
+        alone and is remembered (:meth:`_interpolant`).
         """
-        out = np.empty(theta.size)
         lo = np.arccos(CHEB_RHO)
         inner = (theta >= lo) & (theta <= np.pi - lo)
+        n_inner = int(np.count_nonzero(inner))
+        coef = self._interpolant(s) if n_inner else None
+        self.regions["|ρ| ≤ 0.9, one variance: Chebyshev in θ"] += n_inner if coef is not None \
+            else 0
+        if coef is not None and n_inner == theta.size:
+            return hs.chebyshev_sum(coef, (theta - np.pi / 2) / (np.pi / 2 - lo))
+        out = np.empty(theta.size)
+        if coef is not None:
+            out[inner] = hs.chebyshev_sum(coef, (theta[inner] - np.pi / 2) / (np.pi / 2 - lo))
+        if coef is None:
+            out[~inner] = self._direct(s, theta[~inner])
+            out[inner] = self._direct(s, theta[inner])
+        elif n_inner < theta.size:
+            out[~inner] = self._near(s, theta[~inner])
+        return out
+
+    def _near(self, s: float, theta: np.ndarray) -> np.ndarray:
+        """One variance, |ρ| > CHEB_RHO: the series to 2048 terms first (one variance's
+        coefficients cost little, and its truncation bound is rigorous), Pfaffian paths
+        for the pairs it does not reach (:meth:`_general`).  For many variances the
+        paths come first instead (their coefficients to 2048 terms would cost more)."""
+        n = theta.size
+        out = np.full(n, np.nan)
+        todo = np.arange(n)
         one = np.array([s])
+        for k in hs.K_BINS_FAR:     # as _series_far, with the coefficients remembered per s
+            key = (float(s), k)
+            if key not in self._near_coef:
+                if len(self._near_coef) >= 3 * 64:
+                    self._near_coef.pop(next(iter(self._near_coef)))
+                previous = self._near_coef.get((float(s), k // 2))
+                self._near_coef[key] = self._extend(
+                    None if previous is None else (one, *previous), one, k)
+            m = todo.size
+            out[todo] = self._series(np.full(m, s), np.full(m, s), theta[todo], one,
+                                     np.zeros(2 * m, int), (k,), self._near_coef[key])
+            todo = todo[np.isnan(out[todo])]
+            if todo.size == 0:
+                break
+        if todo.size:
+            out[todo] = self._direct(s, theta[todo])
+        return out
 
-        def direct(th):
-            n = th.size
-            return self._general(np.full(n, s), np.full(n, s), th, one, np.zeros(2 * n, int))
+    def _direct(self, s: float, theta: np.ndarray) -> np.ndarray:
+        """D at (s², s², s² cos θ) by the general route (series, then paths)."""
+        n = theta.size
+        return self._general(np.full(n, s), np.full(n, s), theta, np.array([s]),
+                             np.zeros(2 * n, int))
 
-        done = False
+    def _interpolant(self, s: float) -> np.ndarray | None:
+        """The Chebyshev coefficients of D(θ) at variance s² on |ρ| ≤ CHEB_RHO (in
+        x = (θ − π/2)/(π/2 − arccos CHEB_RHO)), None if no degree up to 96 passes the check
+        between its nodes; built on first use, from the values at the nodes by the
+        general route (the series there, |ρ| < CHEB_RHO), and remembered per s: a function
+        of s alone, so remembering it changes no value."""
+        key = float(s)
+        if key in self._cheb:
+            return self._cheb[key]
+        lo = np.arccos(CHEB_RHO)
+        found = None
+        regions = self.regions.copy()
         for degree in (24, 48, 96):
             x = np.cos(np.pi * (np.arange(degree) + 0.5) / degree)
             xc = np.cos(np.pi * (np.arange(degree - 1) + 1.0) / degree)
             th = np.pi / 2 + (np.pi / 2 - lo) * np.concatenate([x, xc])
-            vals = direct(th)
+            vals = self._direct(key, th)
             coef = np.polynomial.chebyshev.chebfit(x, vals[:degree], degree - 1)
             approx = np.polynomial.chebyshev.chebval(xc, coef)
             if np.max(np.abs(approx - vals[degree:])) <= self.tol * np.max(np.abs(vals)):
-                x_inner = (theta[inner] - np.pi / 2) / (np.pi / 2 - lo)
-                out[inner] = hs.chebyshev_sum(coef, x_inner)
-                done = True
+                found = coef
                 break
-        if not done:
-            out[inner] = direct(theta[inner])
-        if np.any(~inner):
-            out[~inner] = direct(theta[~inner])
-        return out
+        self.regions = regions          # the nodes are not the caller's pairs
+        if len(self._cheb) >= 64:
+            self._cheb.pop(next(iter(self._cheb)))
+        self._cheb[key] = found
+        return found
+
+
+class Pairs:
+    """Points (a, b, c), flattened, with what every evaluator computes first from them:
+    the correlation coordinates, which are degenerate, √a and √b and θ of the others,
+    whether they share one variance, and (on demand) the distinct √a, √b.  Built once
+    for σ and σ' of the same pairs (:func:`ntkhgm.duals.dual_pairs`).
+
+    ``root``: √(ab) if known (:func:`.covariance.sqrt_product`); ``index``: a function
+    returning (vals, ia, ib) with vals sorted, distinct, and √a = vals[ia], √b = vals[ib]
+    per point, if known (a kernel knows its rows' variances: no sort of the pairs).
+    ``vals`` may hold variances no point has: the coefficients of a variance do not depend
+    on the others.
+    """
+
+    def __init__(self, a, b, c, *, root=None, index=None):
+        a, b, c = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (a, b, c)))
+        self.shape = a.shape
+        self.a, self.b, self.c = a.ravel(), b.ravel(), c.ravel()
+        self.size = self.a.size
+        self.cor = correlation(self.a, self.b, self.c,
+                               None if root is None else np.asarray(root, dtype=float).ravel())
+        self.n_degenerate = int(np.count_nonzero(self.cor.degenerate))
+        # the non-degenerate points: all of them (the usual case) without copies
+        self.rest = slice(None) if self.n_degenerate == 0 else np.flatnonzero(
+            ~self.cor.degenerate)
+        self._index = index
+        self._unique = None
+        if self.n_degenerate < self.size:
+            self.sa, self.sb = np.sqrt(self.a[self.rest]), np.sqrt(self.b[self.rest])
+            self.theta = self.cor.theta[self.rest]
+            lo = min(float(self.sa.min()), float(self.sb.min()))
+            hi = max(float(self.sa.max()), float(self.sb.max()))
+            self.uniform = hi - lo <= UNIFORM_RTOL * hi
+            self.s_uniform = 0.5 * (lo + hi)
+
+    def unique(self) -> tuple[np.ndarray, np.ndarray]:
+        """(vals, inv): √a = vals[inv[:n]], √b = vals[inv[n:]] of the non-degenerate points."""
+        if self._unique is None:
+            if self._index is None:
+                self._unique = unique_inverse(np.concatenate([self.sa, self.sb]))
+            else:
+                vals, ia, ib = self._index()
+                ia, ib = np.asarray(ia).ravel()[self.rest], np.asarray(ib).ravel()[self.rest]
+                self._unique = vals, np.concatenate([ia, ib])
+        return self._unique
 
 
 def unique_inverse(x: np.ndarray, sample: int = 1 << 14) -> tuple[np.ndarray, np.ndarray]:
