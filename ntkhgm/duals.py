@@ -323,6 +323,15 @@ def dual(activation: str | Activation, a, b, c, *, derivative: bool = False,
     return _finite(out, act, name, a, b, c)
 
 
+def forget_rows() -> None:
+    """Drop the Hermite coefficients the evaluators keep between a kernel's rows' pass and
+    its pairs (:meth:`~ntkhgm.numeric.hgm.HGMEvaluator.coefficients`): called when a kernel
+    is done, so that they hold no memory after it and a repeated kernel is not served from
+    them."""
+    for ev in _HOLONOMIC_EVALUATORS.values():
+        ev.forget_rows()
+
+
 _PAIRS_METHODS = ("series", "hgm", "series+hgm")
 """Methods whose evaluate takes a :class:`~ntkhgm.numeric.hgm.Pairs` for (a, b, c)."""
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import Activation
-from .duals import as_activation, c_sigma, dual, dual_pairs, resolve_method
+from .duals import as_activation, c_sigma, dual, dual_pairs, forget_rows, resolve_method
 from .errors import InputError, NonFiniteKernelError, NumericalError
 from .numeric.covariance import sqrt_product
 from .tiling import Tile, iter_blocks, memory_budget, memory_model, tile_edge, tile_grid
@@ -584,12 +584,15 @@ def run_tiles(plan: Plan, sink: Callable[[Tile, dict[int, np.ndarray]], None], *
     else:
         results = ((t, compute_tile(plan.rec, *plan.tile_inputs(t))) for t in todo)
         work = max((t.pairs for t in todo), default=0) * memory_model(plan.rec.methods)[0]
-    with kept_heap(work):
-        for t, result in results:
-            sink(t, result)
-            done += 1
-            if progress is not None:
-                progress(done, total)
+    try:
+        with kept_heap(work):
+            for t, result in results:
+                sink(t, result)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    finally:
+        forget_rows()   # the rows' coefficients served this kernel's pairs
 
 
 # glibc's mallopt parameters

@@ -82,6 +82,8 @@ T_CHECK = 1e-32
 # ... to CHECK_TOL·tol of the Cauchy–Schwarz scale (measured: the discrepancy there is
 # the error of the path's values, 1e-15 to 2e-13 for ReSin σ′, 1e-12 to 4e-11 for GELU)
 CHECK_TOL = 10.0
+# the Hermite coefficients of a kernel's rows kept between its rows' pass and its pairs
+ROWS_MEMO_BYTES = 64 << 20
 
 
 _RHO_MEMO: dict[str, RhoSystem] = {}
@@ -139,6 +141,7 @@ class HGMEvaluator:
         # §10), else by quadrature: decided here, once
         self.recurrence = hs.checked_recurrence(f, annihilator)
         self._memo: dict = {}
+        self._memo_rows: dict = {}
         # sphere data: the Chebyshev interpolant in θ of each variance (or None: it did not
         # pass its check), built once per process; a function of the variance alone
         self._cheb: dict[float, np.ndarray | None] = {}
@@ -147,17 +150,32 @@ class HGMEvaluator:
     def coefficients(self, vals: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
         """h_n(a), n ≤ kmax, and E f², for the distinct √a in ``vals`` (docs/math.md §8, §10).
 
-        A few variances at a time (the Chebyshev nodes of one variance, asked for again and
-        again) are remembered: a column depends on its variance only, so this is exact."""
-        if vals.size > 4:
-            return hs.hermite_coefficients(self.f, vals, kmax, self.recurrence)
+        Remembered (a column depends on its variance only, so this is exact): a few
+        variances at a time (the Chebyshev nodes of one variance, asked for again and
+        again), up to 16 sets, and larger sets up to ROWS_MEMO_BYTES in all, the latest
+        kept (a kernel's rows: asked for by the diagonals of every layer in the rows'
+        pass, then by the pairs of each layer)."""
         key = (kmax, vals.tobytes())
-        if key not in self._memo:
-            if len(self._memo) >= 16:
-                self._memo.pop(next(iter(self._memo)))
-            self._memo[key] = hs.hermite_coefficients(self.f, vals, kmax, self.recurrence)
-        H, second = self._memo[key]
+        small = vals.size <= 4
+        memo = self._memo if small else self._memo_rows
+        if key not in memo:
+            value = hs.hermite_coefficients(self.f, vals, kmax, self.recurrence)
+            if small:
+                if len(memo) >= 16:
+                    memo.pop(next(iter(memo)))
+            else:
+                size = value[0].nbytes
+                while memo and sum(h.nbytes for h, _ in memo.values()) + size > ROWS_MEMO_BYTES:
+                    memo.pop(next(iter(memo)))
+                if size > ROWS_MEMO_BYTES:
+                    return value
+            memo[key] = value
+        H, second = memo[key]
         return H.copy(), second.copy()
+
+    def forget_rows(self) -> None:
+        """Drop the remembered coefficients of large sets of variances (a kernel's rows)."""
+        self._memo_rows.clear()
 
     def end_system(self, end: int) -> tuple[EndSystem, np.ndarray] | None:
         """The system at ρ = end in t = 1 − end·ρ, sheared (docs/math.md §9), and the
@@ -393,10 +411,7 @@ class HGMEvaluator:
         d = pairs.cor.degenerate
         self.regions = Counter({"degenerate: 1-D integral": pairs.n_degenerate})
         if pairs.n_degenerate:
-            # u = √a z, v = ±√b z: one Gaussian variable
-            sign = np.where(pairs.c[d] < 0, -1.0, 1.0)
-            out[d] = expect_pair_1d(self.f, self.f, np.sqrt(pairs.a[d]),
-                                    np.sqrt(pairs.b[d]) * sign)
+            out[d] = self._degenerate(pairs.a[d], pairs.b[d], pairs.c[d])
         if pairs.n_degenerate == pairs.size:
             return out.reshape(pairs.shape)
         if self.mode == "auto" and pairs.uniform:
@@ -409,6 +424,27 @@ class HGMEvaluator:
             return values.reshape(pairs.shape)
         out[pairs.rest] = values
         return out.reshape(pairs.shape)
+
+    def _degenerate(self, a, b, c) -> np.ndarray:
+        """D where Λ is degenerate: u = √a z, v = ±√b z, one Gaussian variable.
+
+        On the diagonal proper (a = b = c > 0: a kernel's rows) D = E f(√a z)², the
+        second moment the Hermite coefficients of √a come with (hs.hermite_coefficients,
+        Gauss–Legendre panels split at 0: the same rule as the coefficients, converged
+        to rounding for f smooth except at 0): the rows' pass of a kernel asks for the
+        coefficients of its variances, which its pairs then use again (remembered,
+        :meth:`coefficients`).  Elsewhere the 1-D integral (:func:`.expect_pair_1d`)."""
+        out = np.empty(a.size)
+        diag = (a == b) & (c == a) & (a > 0)
+        if np.any(diag):
+            vals, inv = np.unique(np.sqrt(a[diag]), return_inverse=True)
+            out[diag] = self.coefficients(vals, hs.K_BINS[-1])[1][inv]
+        rest = ~diag
+        if np.any(rest):
+            sign = np.where(c[rest] < 0, -1.0, 1.0)
+            out[rest] = expect_pair_1d(self.f, self.f, np.sqrt(a[rest]),
+                                       np.sqrt(b[rest]) * sign)
+        return out
 
     def _series(self, sa, sb, theta, vals, inv, bins, coef=None):
         """Mehler series where it converges within max(bins) terms; NaN elsewhere.
