@@ -9,11 +9,15 @@ split that ``auto`` uses, :mod:`ntkhgm.duals`):
    the 1-D integral E_z[f(√a z) f(±√b z)] (every mode);
 2. ``series``: the Mehler series (docs/math.md §8, :mod:`.hermite_series`)
    with a rigorous per-pair truncation bound, up to 2048 terms;
-3. ``hgm``: the Pfaffian system (docs/math.md §4, §9): initial values at
-   |ρ| = 0.9 from the series of the moments E[u^p f(u) v^q f(v)] (or at c = 0
-   from the factorised 1-D moments, §5), then a path in θ = arccos ρ for
-   |ρ| ≤ 0.9 and, beyond, the local (Frobenius) solutions at |ρ| = 1 of the
-   system sheared and reduced there (:class:`.pfaffian_ode.EndPathEvaluator`,
+3. ``hgm``: the Pfaffian system (docs/math.md §4, §9): for |ρ| ≤ 0.9 its Taylor
+   series at ρ = 0 from the factorised 1-D moments at c = 0 (§5, §9a:
+   :class:`.taylor.RhoTaylor`, a recurrence per pair, with truncation, rounding and
+   start-value estimates; where it does not reach the tolerance a path in
+   θ = arccos ρ, or the fallback where rounding or the start values limit it);
+   beyond, initial values at |ρ| = 0.9 from the series of the moments
+   E[u^p f(u) v^q f(v)] (or at c = 0 and a path in θ), then the local
+   (Frobenius) solutions at |ρ| = 1 of the system sheared and reduced there
+   (:class:`.pfaffian_ode.EndPathEvaluator`,
    :class:`.pfaffian_ode.FrobeniusSolutions`): a cost that does not depend on
    how near |ρ| = 1 the pair is;
 4. ``auto``: the series where it reaches the tolerance within 256 terms; beyond
