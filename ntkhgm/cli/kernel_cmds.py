@@ -288,6 +288,10 @@ def dual_cmd(activation: str, a: float, b: float, c: float, derivative: bool,
         except NtkhgmError as exc:
             where = f"error: {exc}"
     console.print(f"auto uses {auto}" + (f": {where}" if where else ""))
+    if auto != "hgm" and any(m == "hgm" and v is not None for m, v, _, _ in rows):
+        with _one_line_warnings():
+            where = ", ".join(regions(act, a, b, c, derivative=derivative, method="hgm"))
+        console.print("hgm uses " + (where or "no region"))
 
 
 # ----------------------------------------------------------------------------- kernel
