@@ -88,6 +88,7 @@ def _bump_coefficient(obj):
     (lambda o: o["system"]["rest"].append([-1, 0, 0, "1"]), "exponent"),
     (lambda o: o["system"]["rest"].append([0, 0, 0, "__import__('os')"]), "not a rational"),
     (lambda o: o["system"]["rest"].append([0, 0, 0, 1.5]), "string"),
+    (lambda o: o["system"]["rest"].append([0, 0, 0, f"1/{(1 << 61) - 1}"]), "modulo the prime"),
     (lambda o: o["system"].__setitem__("extra", 1), "wrong keys"),
 ])
 def test_forged_file_is_refused(tmp_path, edit, message):

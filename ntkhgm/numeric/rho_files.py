@@ -143,6 +143,8 @@ def _system(d, system: PfaffianSystem) -> RhoSystem:
 
 
 def _modp(cf: Fraction) -> int:
+    if cf.denominator % MODULUS == 0:      # only a forged file can have one
+        raise PfaffianFileError(f"coefficient {str(cf)[:40]} has no value modulo the prime")
     return cf.numerator % MODULUS * pow(cf.denominator % MODULUS, -1, MODULUS) % MODULUS
 
 
@@ -204,7 +206,10 @@ def load_rho_system(system: PfaffianSystem, directory: Path) -> RhoSystem | None
         rs = _system(obj["system"], system)
     except PfaffianFileError as exc:
         raise PfaffianFileError(f"{path}: {exc}") from None
-    defect = transform_defect_modp(rs, system)
+    try:
+        defect = transform_defect_modp(rs, system)
+    except PfaffianFileError as exc:
+        raise PfaffianFileError(f"{path}: {exc}") from None
     if defect:
         raise PfaffianFileError(f"{path}: {defect}")
     return rs
