@@ -24,6 +24,16 @@ _SQRT_2PI = np.sqrt(2.0 * np.pi)
 
 
 @dataclass(frozen=True)
+class Rectified:
+    """The entire g of σ = Y(u)·g(u) (docs/math.md §9b): vectorised g, an annihilator of g
+    (text, as above), and (K ↦ g's Taylor coefficients g_0 … g_K)."""
+
+    g: Callable[[Array], Array]
+    annihilator: str
+    taylor: Callable[[int], Array]
+
+
+@dataclass(frozen=True)
 class Activation:
     """One activation σ: vectorised σ and σ', annihilators of σ and σ'.
 
@@ -38,6 +48,9 @@ class Activation:
     annihilator: str | None
     derivative_annihilator: str | None
     kink_at_zero: bool = False
+    # σ = Y(u)·g(u) and σ' = Y(u)·g'(u) with g entire (ReSin, ReLU^n): (g, g'), None
+    # otherwise (docs/math.md §9b)
+    rectified: tuple[Rectified, Rectified] | None = None
 
     @property
     def holonomic(self) -> bool:
@@ -49,6 +62,34 @@ class Activation:
     def annihilator_of(self, derivative: bool = False) -> str | None:
         return self.derivative_annihilator if derivative else self.annihilator
 
+    def rectified_of(self, derivative: bool = False) -> Rectified | None:
+        return None if self.rectified is None else self.rectified[int(derivative)]
+
+
+
+def _monomial(n: int, factor: float = 1.0) -> Rectified:
+    """g = factor·uⁿ (ReLU^n: σ = uⁿ·Y(u), σ' = n·u^{n−1}·Y(u))."""
+    def taylor(K: int) -> Array:
+        g = np.zeros(K + 1)
+        g[n] = factor
+        return g
+    return Rectified(g=lambda u: factor * np.asarray(u, dtype=float) ** n,
+                     annihilator=f"u*du-{n}" if n else "du", taylor=taylor)
+
+
+def _trig_taylor(parity: int) -> Callable[[int], Array]:
+    """±1/m! on the m of one parity: sin (odd), cos (even)."""
+    def taylor(K: int) -> Array:
+        m = np.arange(K + 1)
+        sign = np.where((m // 2) % 2 == 0, 1.0, -1.0)
+        with np.errstate(under="ignore"):
+            coef = sign * np.exp(-special.gammaln(m + 1))
+        return np.where(m % 2 == parity, coef, 0.0)
+    return taylor
+
+
+_RESIN_PARTS = (Rectified(np.sin, "du^2+1", _trig_taylor(1)),
+                Rectified(np.cos, "du^2+1", _trig_taylor(0)))
 
 
 def _heaviside(u: Array) -> Array:
@@ -67,7 +108,7 @@ def _relu_n(n: int) -> Activation:
     return Activation(
         name=f"relu{n}", formula=f"u^{n}·Y(u)", sigma=sigma, dsigma=dsigma,
         annihilator=f"u*du-{n}", derivative_annihilator=f"u*du-{n - 1}",
-        kink_at_zero=True,
+        kink_at_zero=True, rectified=(_monomial(n), _monomial(n - 1, float(n))),
     )
 
 
@@ -94,14 +135,14 @@ register(Activation(
     name="relu", formula="u·Y(u)",
     sigma=lambda u: np.maximum(np.asarray(u, dtype=float), 0.0), dsigma=_heaviside,
     annihilator="u*du-1", derivative_annihilator="u*du",
-    kink_at_zero=True,
+    kink_at_zero=True, rectified=(_monomial(1), _monomial(0)),
 ))
 register(Activation(
     name="resin", formula="Y(u)·sin u",
     sigma=lambda u: np.where(np.asarray(u) > 0, np.sin(u), 0.0),
     dsigma=lambda u: np.where(np.asarray(u) > 0, np.cos(u), 0.0),
     annihilator="u*(du^2+1)", derivative_annihilator="u^2*(du^2+1)",
-    kink_at_zero=True,
+    kink_at_zero=True, rectified=_RESIN_PARTS,
 ))
 register(Activation(
     name="gelu", formula="u·Φ(u)", sigma=_gelu, dsigma=_dgelu,

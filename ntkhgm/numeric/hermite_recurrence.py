@@ -108,6 +108,9 @@ class HermiteRecurrence:
         if not total:
             return None
         lo, hi = min(j for j, _ in total), max(j for j, _ in total)
+        if hi == lo:
+            # one term: h_n = 0 beyond the first few (a polynomial f, e.g. du): nothing to run
+            return None
         ds = max(i for _, i in total)
         dn = max(len(p) for p in total.values()) - 1
         coef = np.zeros((hi - lo + 1, ds + 1, dn + 1))

@@ -21,11 +21,12 @@ split that ``auto`` uses, :mod:`ntkhgm.duals`):
    :class:`.pfaffian_ode.FrobeniusSolutions`): a cost that does not depend on
    how near |ρ| = 1 the pair is;
 4. ``auto``: the series where it reaches the tolerance within 256 terms; beyond
-   |ρ| = 0.9 the local solutions, if this activation's pass their check at a
-   reference point; then the series to 2048 terms where a geometric
-   extrapolation of its tails says it can (GELU, an entire function, all the
-   way to |ρ| = 1); then the Pfaffian paths; then the series to 2048 terms and
-   the reference quadrature.
+   |ρ| = 0.9, for f = Y·g with g entire (ReSin), an analytic part and a
+   thin-wedge series (docs/math.md §9b, :mod:`.rectified`); then the local
+   solutions, if this activation's pass their check at a reference point; then
+   the series to 2048 terms where a geometric extrapolation of its tails says it
+   can (GELU, an entire function, all the way to |ρ| = 1); then the Pfaffian
+   paths; then the series to 2048 terms and the reference quadrature.
 
 Every path near |ρ| = 1 is checked: the limit of its local solution at |ρ| = 1
 must agree with the 1-D integral there.  Paths that fail the check or another
@@ -73,6 +74,8 @@ from .quadrature import (
     expect_pair_1d,
     expect_pair_1d_shared,
 )
+from .rectified import K_TAIL as RECTIFIED_TAYLOR
+from .rectified import RectifiedNearDiagonal
 from .taylor import RhoTaylor
 
 DEFAULT_TOL = 1e-13
@@ -124,11 +127,14 @@ class HGMEvaluator:
     """Dual activation D_f(a, b, c) of one function f (σ or σ') with its Pfaffian system."""
 
     def __init__(self, f, system=None, *, tol: float = DEFAULT_TOL, mode: str = "auto",
-                 annihilator: str | None = None, loader=None):
+                 annihilator: str | None = None, loader=None,
+                 rectified=None):
         """``system``: the Pfaffian system of f, or None with ``loader``, a function that
         returns it (loaded and verified) and is called on first need only: a call whose
         pairs all go to the series or the 1-D integral never loads the system (mode
-        ``series`` never does)."""
+        ``series`` never does).  ``rectified``: for f = Y·g with g entire, g
+        (:class:`~ntkhgm.activations.Rectified`): mode ``auto`` then evaluates pairs near
+        |ρ| = 1 by an analytic part and a thin wedge (docs/math.md §9b) before any path."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.f = f
@@ -151,6 +157,8 @@ class HGMEvaluator:
         # pass its check), built once per process; a function of the variance alone
         self._cheb: dict[float, np.ndarray | None] = {}
         self._near_coef: dict[tuple[float, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._rectified = rectified
+        self._near_one: RectifiedNearDiagonal | None = None
 
     def coefficients(self, vals: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
         """h_n(a), n ≤ kmax, and E f², for the distinct √a in ``vals`` (docs/math.md §8, §10).
@@ -546,6 +554,13 @@ class HGMEvaluator:
         out = self._series(sa, sb, theta, vals, inv, hs.K_BINS)
         far = np.flatnonzero(np.isnan(out))
         tried = np.zeros(out.size, dtype=bool)
+        if self.mode == "auto" and far.size and self._rectified is not None:
+            # f = Y·g: near |ρ| = 1 an analytic part and a thin wedge (docs/math.md §9b)
+            near = far[np.abs(np.cos(theta[far])) >= RHO_START]
+            if near.size:
+                out[near] = self._rectified_near(sa[near], sb[near], theta[near], vals,
+                                                 inv[: sa.size][near], inv[sa.size:][near])
+                far = far[np.isnan(out[far])]
         if self.mode == "auto" and far.size:
             # beyond |ρ| = RHO_START the local solutions at |ρ| = 1 are cheaper than a
             # longer series, where they pass their check on a reference point (asked only
@@ -576,6 +591,19 @@ class HGMEvaluator:
                 # then the reference quadrature
                 sub[rest] = self._fallback(sa[far][rest], sb[far][rest], theta[far][rest])
             out[far] = sub
+        return out
+
+    def _rectified_near(self, sa, sb, theta, vals, ia, ib):
+        """D near |ρ| = 1 for f = Y·g (docs/math.md §9b), NaN where its bounds do not
+        promise the tolerance of the Cauchy–Schwarz scale."""
+        if self._near_one is None:
+            r = self._rectified
+            self._near_one = RectifiedNearDiagonal(r.g, r.annihilator,
+                                                   r.taylor(RECTIFIED_TAYLOR))
+        Hf, second = self.coefficients(vals, hs.K_BINS[-1])
+        out = self._near_one.evaluate(sa, sb, theta, vals, ia, ib, Hf, second, self.tol)
+        self.regions["near |ρ| = 1: analytic part and wedge series (f = Y·g)"] += int(
+            np.sum(np.isfinite(out)))
         return out
 
     def _end_paths_hold(self) -> bool:

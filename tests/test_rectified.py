@@ -1,0 +1,115 @@
+"""Rectified entire activations near |ρ| = 1: analytic part and thin wedge (docs/math.md §9b).
+
+References: the arc-cosine closed forms of ReLU and ReLU^n (docs/math.md §6) and mpmath
+(tests/mpmath_reference.py) for ReSin; errors relative to the Cauchy–Schwarz scale.
+"""
+
+from __future__ import annotations
+
+import mpmath_reference as ref
+import numpy as np
+import pytest
+
+import ntkhgm
+from ntkhgm.activations import get_activation
+from ntkhgm.duals import regions, second_moment
+from ntkhgm.numeric.closed_forms import closed_form
+from ntkhgm.numeric.hgm import HGMEvaluator
+
+REGION = "near |ρ| = 1: analytic part and wedge series (f = Y·g)"
+
+
+def _near(n: int, seed: int, amax: float = 50.0):
+    """Pairs with 1 − |ρ| from 1e-13 to 0.1 (a quarter near ρ = −1), variances 0.01..amax."""
+    rng = np.random.default_rng(seed)
+    a = np.exp(rng.uniform(np.log(1e-2), np.log(amax), n))
+    b = np.minimum(a * np.exp(rng.uniform(-1.5, 1.5, n)), amax)
+    t = 10 ** rng.uniform(-13, -1, n)
+    rho = np.where(rng.random(n) < 0.25, -1.0, 1.0) * (1 - t)
+    return a, b, rho * np.sqrt(a * b), t
+
+
+def _no_paths(monkeypatch):
+    def refuse(self, *args):
+        raise AssertionError("a pair near |ρ| = 1 left the rectified route")
+
+    monkeypatch.setattr(HGMEvaluator, "_paths", refuse)
+    monkeypatch.setattr(HGMEvaluator, "_fallback", refuse)
+
+
+@pytest.mark.parametrize("name", ["relu", "relu2", "relu3"])
+@pytest.mark.parametrize("derivative", [False, True])
+def test_rectified_monomials_match_the_arc_cosine_kernels(monkeypatch, name, derivative):
+    """g = uⁿ: every pair near |ρ| = 1 by the analytic part and the wedge, against the
+    closed form, to 1e-13 of the scale (or the conditioning limit of σ' = n·u^{n−1}·Y)."""
+    _no_paths(monkeypatch)
+    a, b, c, t = _near(400, seed=1)
+    got = ntkhgm.dual(name, a, b, c, derivative=derivative, method="series+hgm")
+    exact = closed_form(name, derivative)(a, b, c)
+    scale = np.sqrt(closed_form(name, derivative)(a, a, a) * closed_form(name, derivative)(b, b, b))
+    err = np.abs(got - exact) / scale
+    # the closed form's own rounding near |ρ| = 1: arccos of ρ computed from c
+    limit = np.maximum(1e-13, 4e-16 / np.sqrt(t))
+    assert np.all(err <= limit), np.column_stack([a, b, c / np.sqrt(a * b), err])[err > limit]
+    counts = regions(name, a, b, c, derivative=derivative, method="series+hgm")
+    assert counts.get(REGION, 0) > 0.9 * a.size, counts
+
+
+# the must-hold grid of issue 9 (tests/test_hgm.py holds the same for auto as a whole)
+NEAR_RHOS = [0.99, 0.999, 0.9999, 0.99999, 1 - 1e-7, 1 - 1e-9, 1 - 1e-11, -0.9999, -(1 - 1e-8)]
+VARIANCES = [(0.01, 0.02), (2.0, 0.5), (20.0, 40.0)]
+
+
+@pytest.mark.parametrize("derivative", [False, True])
+def test_resin_near_the_diagonal_without_paths(monkeypatch, derivative):
+    """ReSin σ and σ' near |ρ| = 1 with no Pfaffian path and no quadrature, against mpmath:
+    ≤ 1e-12 of the scale, or the float64 conditioning limit 2e-16/√(1 − |ρ|)."""
+    _no_paths(monkeypatch)
+    pts = [(a, b, r * np.sqrt(a * b)) for a, b in VARIANCES for r in NEAR_RHOS]
+    a, b, c = (np.array(v) for v in zip(*pts, strict=True))
+    got = ntkhgm.dual("resin", a, b, c, derivative=derivative)
+    exact = np.array([float(ref.dual("resin", derivative, *p)) for p in pts])
+    scale = np.sqrt([float(ref.second_moment("resin", derivative, x)
+                           * ref.second_moment("resin", derivative, y)) for x, y, _ in pts])
+    err = np.abs(got - exact) / scale
+    rho = np.abs(c) / np.sqrt(a * b)
+    limit = np.maximum(1e-12, 2e-16 / np.sqrt(1 - rho))
+    assert np.all(err <= limit), np.column_stack([a, b, c, err])[err > limit]
+
+
+def test_values_do_not_depend_on_the_batch():
+    """A pair's value is the same alone and among others (kernel tiles rely on it)."""
+    a, b, c, _ = _near(200, seed=2, amax=20.0)
+    for derivative in (False, True):
+        together = ntkhgm.dual("resin", a, b, c, derivative=derivative)
+        alone = np.array([ntkhgm.dual("resin", a[i:i + 1], b[i:i + 1], c[i:i + 1],
+                                      derivative=derivative)[0] for i in range(0, 200, 17)])
+        assert np.array_equal(alone, together[::17])
+
+
+def test_continuous_up_to_rho_one():
+    """From 1 − |ρ| = 1e-15 to the degenerate pair (the 1-D integral): no jump."""
+    a, b = 3.0, 5.0
+    for derivative in (False, True):
+        scale = np.sqrt(second_moment("resin", a, derivative=derivative)
+                        * second_moment("resin", b, derivative=derivative))
+        for sign in (1.0, -1.0):
+            rho = sign * np.array([1 - 1e-15, 1.0])
+            d = ntkhgm.dual("resin", np.full(2, a), np.full(2, b), rho * np.sqrt(a * b),
+                            derivative=derivative)
+            # σ': √(1−ρ) kink term, 2e-16/√1e-15 ≈ 1e-8 of conditioning plus √(2·1e-15)
+            assert abs(d[0] - d[1]) <= (1e-7 if derivative else 1e-13) * scale
+
+
+def test_activations_declare_their_rectified_part():
+    """g's Taylor coefficients and g agree (the data the route relies on)."""
+    u = np.linspace(0.1, 2.0, 7)
+    for name in ("relu", "relu2", "relu3", "resin"):
+        act = get_activation(name)
+        for derivative in (False, True):
+            part = act.rectified_of(derivative)
+            coef = part.taylor(40)
+            series = np.polynomial.polynomial.polyval(u, coef)
+            assert np.allclose(series, part.g(u), rtol=1e-14, atol=0)
+            assert np.allclose(series, act.function(derivative)(u), rtol=1e-14, atol=0)
+    assert get_activation("gelu").rectified is None
