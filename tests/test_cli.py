@@ -93,7 +93,8 @@ def test_dual_derivative_no_closed_form():
 def test_dual_says_which_region_auto_uses():
     r = run("dual", "-a", "resin", "--a", "1", "--b", "2", "--c", "1.41421")   # ρ ≈ 1 − 2e-6
     assert r.exit_code == 0, r.stderr
-    assert "auto uses series+hgm: Pfaffian local solutions at |ρ| = 1" in r.stdout
+    assert "auto uses series+hgm: near |ρ| = 1: analytic part and wedge series" in r.stdout
+    assert "hgm uses Pfaffian local solutions at |ρ| = 1" in r.stdout
     r = run("dual", "-a", "resin", "--a", "1", "--b", "2", "--c", "0.3")
     assert "auto uses series+hgm: Mehler series" in r.stdout
 

@@ -84,9 +84,12 @@ class HermiteRecurrence:
     hi: int
     coef: np.ndarray   # (hi − lo + 1, degree in s + 1, degree in n + 1), rationals as floats
     dtype: type = np.float64   # of the run: float64, or long double where that drifts
+    # variances with s ≤ float64_limit run in float64 even when dtype is long double (their
+    # float64 run was measured not to drift: docs/math.md §10)
+    float64_limit: float = 0.0
 
-    def with_dtype(self, dtype: type) -> HermiteRecurrence:
-        return HermiteRecurrence(self.lo, self.hi, self.coef, dtype)
+    def with_dtype(self, dtype: type, float64_limit: float = 0.0) -> HermiteRecurrence:
+        return HermiteRecurrence(self.lo, self.hi, self.coef, dtype, float64_limit)
 
     @classmethod
     def from_annihilator(cls, ann: Annihilator | str) -> HermiteRecurrence | None:
@@ -220,6 +223,15 @@ class HermiteRecurrence:
         two), each by the same elementwise operations whatever the batch."""
         kmax = H.shape[0] - 1
         sa = np.asarray(sa, dtype=float)
+        if self.float64_limit > 0 and self.dtype != np.float64:
+            # each column by its own variance: float64 where that was measured not to drift
+            cheap = sa <= self.float64_limit
+            if np.any(cheap):
+                n0 = np.broadcast_to(n0, sa.shape)
+                for mask, rec in ((cheap, self._float64), (~cheap, self._long)):
+                    if np.any(mask):
+                        H[:, mask] = rec.run(H[:, mask], sa[mask], n0[mask], steps)
+                return H
         lo, hi = self.lo, self.hi
         for start in np.unique(n0):
             start = max(int(start), 0)
@@ -252,6 +264,14 @@ class HermiteRecurrence:
                         row += tmp
             H[:, cols] = X
         return H
+
+    @cached_property
+    def _float64(self) -> HermiteRecurrence:
+        return HermiteRecurrence(self.lo, self.hi, self.coef, np.float64)
+
+    @cached_property
+    def _long(self) -> HermiteRecurrence:
+        return HermiteRecurrence(self.lo, self.hi, self.coef, self.dtype)
 
     def _run_one(self, h: np.ndarray, s: float, start: int, shifts) -> np.ndarray:
         """:meth:`run` for one column (one variance: sphere data, the Chebyshev nodes), in
