@@ -154,12 +154,13 @@ def test_sphere_data_uses_one_interpolant_and_stays_exact():
     assert np.max(np.abs(K - Kc) / np.abs(Kc).max()) <= 1e-12
 
 
-def test_auto_prefers_hgm_for_resin_and_gelu_falls_back():
+def test_auto_prefers_closed_forms_then_hgm():
     from ntkhgm.duals import resolve_method
 
     assert resolve_method("resin") == "series+hgm"
     assert resolve_method("relu") == "closed"
-    assert resolve_method("gelu", npoints=10) == "series+hgm"
+    assert resolve_method("gelu", npoints=10) == "closed"
+    assert resolve_method("gelu", True) == "closed"
 
 
 def test_path_failure_goes_to_the_fallback_and_strict_paths_raise(monkeypatch):
@@ -301,7 +302,7 @@ def test_gelu_uses_its_series_up_to_the_diagonal():
     from ntkhgm.duals import _LAST_EVALUATOR
 
     a, b, c = _near_points()
-    ntkhgm.dual("gelu", a, b, c)
+    ntkhgm.dual("gelu", a, b, c, method="series+hgm")      # (auto: the closed form)
     ev = _LAST_EVALUATOR["gelu", False, "auto"]
     assert ev._end_paths_hold() is False
     assert not any("Pfaffian" in k and v for k, v in ev.regions.items()), ev.regions

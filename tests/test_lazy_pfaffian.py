@@ -28,6 +28,7 @@ from ntkhgm import checks, duals
 from ntkhgm.algebra import cache
 from ntkhgm.algebra import pfaffian as pf
 from ntkhgm.errors import PfaffianFileError
+from ntkhgm.numeric.hgm import HGMEvaluator
 
 # far from |ρ| = 1: the series serves all of them within 256 terms
 FAR_A = np.array([1.0, 2.0, 0.5, 1.3])
@@ -81,6 +82,10 @@ def setup(tmp_path, monkeypatch):
     monkeypatch.setattr(pf, "integrability_defect_modp", count("modp", modp))
     monkeypatch.setattr(checks, "_VERIFIED", {})
     monkeypatch.setattr(cache, "_MEMO", {})
+    # ReSin's near pairs are served without the system (docs/math.md §9b): switched off
+    # here, so that they take the Pfaffian paths these tests are about
+    monkeypatch.setattr(HGMEvaluator, "_rectified_near",
+                        lambda self, sa, *args: np.full(sa.size, np.nan))
     return d, calls
 
 
@@ -107,6 +112,21 @@ def test_kernel_of_far_rows_loads_nothing(setup):
     ntkhgm.kernel(X, activation="resin", depth=1)
     assert calls["load"] == 0
     assert not _evaluator().system_loaded and not _evaluator(derivative=True).system_loaded
+
+
+def test_near_pairs_of_a_rectified_activation_load_nothing(tmp_path, monkeypatch):
+    """ReSin = Y·sin near |ρ| = 1: the analytic part and the wedge (docs/math.md §9b) need
+    no Pfaffian system; a damaged file is then no error."""
+    d = tmp_path / "shipped"
+    d.mkdir()
+    install(d, "{ not json", "resin.json")
+    monkeypatch.setenv("NTKHGM_DATA_DIR", str(d))
+    monkeypatch.setattr(duals, "_HOLONOMIC_EVALUATORS", {})
+    monkeypatch.setattr(cache, "_MEMO", {})
+    out = ntkhgm.dual("resin", *_abc(NEAR_A, NEAR_B, NEAR_RHO), method="series+hgm")
+    assert not _evaluator().system_loaded
+    ref = ntkhgm.dual("resin", *_abc(NEAR_A, NEAR_B, NEAR_RHO), method="quad")
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
 
 
 def test_first_near_pair_loads_and_checks(setup):

@@ -18,7 +18,7 @@ from ntkhgm.numeric import closed_forms
 
 RHOS = [-1.0, -1 + 1e-8, -0.5, 0.0, 0.9, 0.999999, 1 - 1e-8, 1.0]
 VARIANCES = [(1e-2, 1e2), (1.0, 1.0), (1e2, 1e2), (0.7, 1e-2)]
-CLOSED = ["relu", "relu2", "relu3", "erf", "normcdf", "sin"]
+CLOSED = ["relu", "relu2", "relu3", "erf", "normcdf", "sin", "gelu"]
 
 
 def _grid():
@@ -55,6 +55,26 @@ def test_quad_agrees_with_mpmath(name, derivative):
     scale = np.array([float(ref.second_moment(name, derivative, x)) for x in a]) ** 0.5 * \
         np.array([float(ref.second_moment(name, derivative, x)) for x in b]) ** 0.5
     assert np.max(np.abs(quad - exact) / scale) <= 1e-13
+
+
+@pytest.mark.parametrize("derivative", [False, True])
+def test_gelu_closed_form_against_mpmath(derivative):
+    """GELU's closed forms (docs/math.md §6) against mpmath's 2-D integral, near |ρ| = 1
+    included, to 1e-14 of the Cauchy–Schwarz scale; σ' is ∂/∂c of σ's (Price)."""
+    pts = POINTS + [(20.0, 40.0, 0.9999 * np.sqrt(800.0)), (0.01, 0.02, -np.sqrt(2e-4)),
+                    (7.0, 3.0, (1 - 1e-11) * np.sqrt(21.0))]
+    a, b, c = (np.array(v) for v in zip(*pts, strict=True))
+    got = ntkhgm.dual("gelu", a, b, c, derivative=derivative, method="closed")
+    exact = np.array([float(ref.dual("gelu", derivative, *p)) for p in pts])
+    scale = np.sqrt([float(ref.second_moment("gelu", derivative, x)
+                           * ref.second_moment("gelu", derivative, y)) for x, y, _ in pts])
+    assert np.max(np.abs(got - exact) / scale) <= 1e-14
+    if not derivative:
+        h = 1e-5
+        slope = (closed_forms.gelu(a, b, c + h) - closed_forms.gelu(a, b, c - h)) / (2 * h)
+        inner = np.abs(c) < 0.99 * np.sqrt(a * b)
+        assert np.allclose(slope[inner], closed_forms.gelu_derivative(a, b, c)[inner],
+                           rtol=1e-8, atol=1e-9)
 
 
 def test_closed_forms_against_mpmath_relu_near_minus_one():

@@ -381,12 +381,13 @@ def test_dual_cli_at_the_double_limit_is_a_table_not_a_traceback():
     assert "ρ = 1" in out
 
 
-@pytest.mark.parametrize("name", ["resin", "gelu"])
-def test_numeric_methods_refuse_variances_out_of_range(tmp_path, name):
+@pytest.mark.parametrize("name, method", [("resin", "auto"), ("gelu", "series+hgm")])
+def test_numeric_methods_refuse_variances_out_of_range(tmp_path, name, method):
     csv = tmp_path / "big.csv"
     csv.write_text("1e150,1\n0.5,2\n1,1\n")
     t0 = time.perf_counter()
-    code, out = run_cli("kernel", csv, "-a", name, "-L", "1", "-o", tmp_path / "K.npy")
+    code, out = run_cli("kernel", csv, "-a", name, "-L", "1", "-o", tmp_path / "K.npy",
+                        "--method", method)
     assert one_line_error(code, out) and "variance beyond the range" in out
     assert time.perf_counter() - t0 < 60
     assert not (tmp_path / "K.npy").exists()

@@ -101,6 +101,31 @@ def normcdf_derivative(a, b, c):
     return 1 / (2 * np.pi) / _sqrt_shifted_det(a, b, c, 1.0)
 
 
+def _gelu_parts(a, b, c):
+    """(r, Δ) of the GELU forms: r = c/√((1+a)(1+b)), Δ = √((1+a)(1+b) − c²)."""
+    return c / _hyp_root(a, b, 1.0), _sqrt_shifted_det(a, b, c, 1.0)
+
+
+def gelu(a, b, c):
+    """E[uΦ(u) vΦ(v)] = c(1/4 + arcsin r/(2π)) + (ab − c² + r²(a + b + 2))/(2πΔ)
+    (docs/math.md §6: Φ(u) = P(X ≤ u), an orthant moment of (u, v, u − X, v − Y)).
+    ab − c² is formed as (g − |c|)(g + |c|), g = √(ab), each factor divided by √Δ."""
+    r, det = _gelu_parts(a, b, c)
+    g = sqrt_product(a, b)
+    cc = np.minimum(np.abs(c), g)
+    root = np.sqrt(det)
+    rest = ((g - cc) / root) * ((g + cc) / root) + r * r * ((a + b + 2) / det)
+    return c * (0.25 + np.arcsin(r) / (2 * np.pi)) + rest / (2 * np.pi)
+
+
+def gelu_derivative(a, b, c):
+    """E[σ'(u)σ'(v)], σ' = Φ(u) + uφ(u): 1/4 + arcsin r/(2π)
+    + c/(2πΔ)·(1/(1+a) + 1/(1+b) + 1/Δ²) (docs/math.md §6; = ∂/∂c of :func:`gelu`)."""
+    r, det = _gelu_parts(a, b, c)
+    return (0.25 + np.arcsin(r) / (2 * np.pi)
+            + c / (2 * np.pi * det) * (1 / (1 + a) + 1 / (1 + b) + (1 / det) ** 2))
+
+
 def _hyperbolic(a, b, c, sign: float):
     """e^{−m}(e^c + sign·e^{−c})/2 with m = (a+b)/2 ≥ |c|: the product form where it is
     finite (it keeps the relative accuracy of sinh near c = 0), else the exponent form."""
@@ -126,6 +151,7 @@ _BY_NAME = {
     ("erf", False): erf, ("erf", True): erf_derivative,
     ("normcdf", False): normcdf, ("normcdf", True): normcdf_derivative,
     ("sin", False): sin, ("sin", True): cos,
+    ("gelu", False): gelu, ("gelu", True): gelu_derivative,
 }
 
 

@@ -217,7 +217,7 @@ class HermiteRecurrence:
         inside = (sa >= S_GRID[0]) & (sa <= S_GRID[-1])
         return np.where(inside, out, np.iinfo(np.int64).max // 4)
 
-    def run(self, H: np.ndarray, sa: np.ndarray, n0: np.ndarray, steps: int = 32) -> np.ndarray:
+    def run(self, H: np.ndarray, sa: np.ndarray, n0: np.ndarray, steps: int = 128) -> np.ndarray:
         """Fill H[m], m ≥ n0 + hi, of each column (variance sa²) from its H[: n0 + hi]
         (docs/math.md §10), in ``dtype``; the columns of one n0 at a time (a few powers of
         two), each by the same elementwise operations whatever the batch."""

@@ -709,12 +709,12 @@ class HGMEvaluator:
         out = np.full(n, np.nan)
         todo = np.arange(n)
         one = np.array([s])
-        for k in hs.K_BINS_FAR:     # as _series_far, with the coefficients remembered per s
+        for i, k in enumerate(hs.K_BINS_FAR):   # as _series_far, coefficients kept per s
             key = (float(s), k)
             if key not in self._near_coef:
-                if len(self._near_coef) >= 3 * 64:
+                if len(self._near_coef) >= 4 * 64:
                     self._near_coef.pop(next(iter(self._near_coef)))
-                previous = self._near_coef.get((float(s), k // 2))
+                previous = self._near_coef.get((float(s), hs.K_BINS_FAR[i - 1])) if i else None
                 self._near_coef[key] = self._extend(
                     None if previous is None else (one, *previous), one, k)
             m = todo.size

@@ -18,27 +18,35 @@ power, so A converges at every |ρ| ≤ 1, including ρ = 1; it is the part of D
     E_r[g(pr) g(qr)] = Σ_{m,n} g_m g_n p^m q^n μ_{m+n},   μ_k = E r^k = 2^{k/2} Γ(k/2 + 1),
 
 and since |p|, |q| ≤ γ sin ω (γ = max(√a, √b)), W is a series in odd powers of sin ω ~
-√(2(1 − |ρ|)) with coefficients from 1-D moments — the local expansion at |ρ| = 1; it
-converges fast for γ sin ω ≲ 2 whatever the variance, and needs no Pfaffian path.  The ψ
-integral is a Gauss–Legendre rule of K/2 + 4 nodes (the integrand is a polynomial of
-degree ≤ K in sin ψ, sin(ω − ψ) on an interval of length ≤ 0.46).
+√(2(1 − |ρ|)) with coefficients from 1-D moments — the local expansion at |ρ| = 1.  It is
+evaluated by a product rule exact for its part of total degree ≤ K: Gauss–Legendre in ψ
+(K/2 + 2 nodes; the integrand is a polynomial of degree ≤ K in sin ψ, sin(ω − ψ) on an
+interval of length ≤ 0.46) and in r the Gauss rules of the Rayleigh measure (with
+s = r²/2: Gauss–Laguerre for the even part of the integrand, generalised Gauss–Laguerre
+of index ½ for the odd part; g odd or even makes the integrand even), applied to g itself
+rather than its Taylor polynomial.  The cost does not depend on how near |ρ| = 1 the
+pair is, and no Pfaffian path is needed.
 
 Error control, per pair, relative to the Cauchy–Schwarz scale √(E f(√a z)² E f(√b z)²):
-A's truncation |ρ|^{N+1} √(T_N^f(a) T_N^g(b)) (Cauchy–Schwarz, T_N = Σ_{n>N} h_n²), W's
-truncation Σ_{k>K} x^k μ_k (|g|*|g|)_k with x = γ sin ω (a table on a grid of x, the grid
-point above is used), and W's rounding 4ε·Σ|terms| (measured against mpmath:
-tests/test_rectified.py).  The cost does not depend on how near |ρ| = 1 the pair is.
+A's truncation |ρ|^{N+1} √(T_N^f(a) T_N^g(b)) (Cauchy–Schwarz, T_N = Σ_{n>N} h_n²); W's
+truncation: the rule's error is that on the Taylor terms of degree > K, at most twice
+their bound Σ_{k>K} x^k μ_k (|g|*|g|)_k, x = γ sin ω (positive weights; a Gauss rule
+underestimates the moments of r^k it is not exact for), tabulated on a grid of x (the
+grid point above is used); W's rounding 4ε·Σ|terms| (measured against mpmath:
+tests/test_rectified.py).
 """
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
-from scipy.special import gammaln
+from scipy.special import gammaln, roots_genlaguerre, roots_laguerre
 
 from . import hermite_series as hs
 
 EPS = np.finfo(float).eps
-# the largest Taylor degree m + n of W; the groups a call is split into (cost ~ K² per pair)
+# the Taylor degree m + n of W a call's groups are exact for (cost ~ K² per pair)
 K_BINS = (8, 16, 24, 32, 48, 64)
 K_MAX = K_BINS[-1]
 # the grid of x = γ sin ω of W's truncation table; beyond it the wedge is not served
@@ -65,11 +73,11 @@ class RectifiedNearDiagonal:
             raise ValueError(f"need the finite Taylor coefficients g_0 … g_{K_TAIL}")
         self.g = g
         self.taylor = taylor[: K_TAIL + 1]
+        # 0 (g even), 1 (g odd) or None, from the Taylor coefficients
+        odd, even = np.any(self.taylor[1::2] != 0), np.any(self.taylor[0::2] != 0)
+        self.parity = None if odd and even else int(odd)
         self.recurrence = hs.checked_recurrence(g, annihilator)
-        log_mu = _log_rayleigh_moments(2 * K_TAIL)
-        # the Hankel matrix μ_{m+n} of W's double sum, m, n ≤ K_MAX
-        idx = np.arange(K_MAX + 1)
-        self.hankel = np.exp(log_mu[idx[:, None] + idx[None, :]])
+        log_mu = _log_rayleigh_moments(K_TAIL)
         # W's truncation tails on X_GRID: row K holds Σ_{k>K} x^k μ_k (|g|*|g|)_k
         gg = np.convolve(np.abs(self.taylor), np.abs(self.taylor))[: K_TAIL + 1]
         k = np.arange(K_TAIL + 1)
@@ -132,7 +140,9 @@ class RectifiedNearDiagonal:
         x = np.maximum(sa, sb) * np.sin(omega)
         k = np.searchsorted(X_GRID, x)
         inside = k < X_GRID.size
-        good = self.tail[:, np.minimum(k, X_GRID.size - 1)] <= limit[None, :]
+        # the rule is exact for the Taylor part of degree ≤ K; on the rest its error is at
+        # most the rest's own bound (positive weights, moments of r^k underestimated)
+        good = 2 * self.tail[:, np.minimum(k, X_GRID.size - 1)] <= limit[None, :]
         need = np.where(inside & good.any(axis=0), np.argmax(good, axis=0), -1)
         for lo, hi in zip((-1,) + K_BINS[:-1], K_BINS, strict=True):
             sel = np.flatnonzero((need > lo) & (need <= hi))
@@ -142,20 +152,41 @@ class RectifiedNearDiagonal:
         return out
 
     def _wedge_sum(self, sa, sb, omega, sign, K: int) -> tuple[np.ndarray, np.ndarray]:
-        """Σ_{m,n ≤ K} terms of W by Gauss–Legendre in ψ (K/2 + 4 nodes), and Σ|terms|."""
-        xq, wq = np.polynomial.legendre.leggauss(K // 2 + 4)
+        """W by a product rule, exact for its Taylor part of total degree ≤ K: Gauss–Legendre
+        in ψ (K/2 + 2 nodes) and in r the Gauss rules of the Rayleigh measure (module
+        docstring); g itself is evaluated, not its Taylor polynomial.  Also Σ|terms|."""
+        xq, wq = np.polynomial.legendre.leggauss(K // 2 + 2)
         xq, wq = 0.5 * (xq + 1.0), 0.5 * wq                      # on [0, 1]
         psi = omega[:, None] * xq[None, :]                       # (pairs, nodes)
-        p = (sa[:, None] * np.sin(psi)).ravel()
-        q = (sign[:, None] * sb[:, None] * np.sin(omega[:, None] - psi)).ravel()
-        g = self.taylor[: K + 1, None]
-        Pm = g * np.vander(p, K + 1, increasing=True).T           # g_m p^m, (K+1, pairs·nodes)
-        Qn = g * np.vander(q, K + 1, increasing=True).T
-        H = self.hankel[: K + 1, : K + 1]
-        # einsum, not BLAS: every pair's sums in one fixed order, whatever the batch
-        F = np.einsum("mx,mx->x", Pm, np.einsum("mn,nx->mx", H, Qn))
-        Fabs = np.einsum("mx,mx->x", np.abs(Pm), np.einsum("mn,nx->mx", H, np.abs(Qn)))
+        p = (sa[:, None] * np.sin(psi))[:, :, None]
+        q = (sign[:, None] * sb[:, None] * np.sin(omega[:, None] - psi))[:, :, None]
+        r_even, v_even, r_odd, v_odd = rayleigh_rules(K // 4 + 2)
+        g = self.g
+        value = np.zeros(psi.shape)
+        size = np.zeros(psi.shape)
+        if self.parity is not None:
+            # g odd or even: G(r) = g(pr) g(qr) is even in r, its odd part vanishes
+            G = g(p * r_even) * g(q * r_even)
+            value += np.einsum("pqr,r->pq", G, v_even)
+            size += np.einsum("pqr,r->pq", np.abs(G), v_even)
+        else:
+            for r, v, odd in ((r_even, v_even, False), (r_odd, v_odd, True)):
+                plus, minus = g(p * r) * g(q * r), g(-p * r) * g(-q * r)
+                part = 0.5 * (plus - minus) if odd else 0.5 * (plus + minus)
+                # einsum, not BLAS: every pair's sums in one fixed order, whatever the batch
+                value += np.einsum("pqr,r->pq", part, v)
+                size += np.einsum("pqr,r->pq", 0.5 * (np.abs(plus) + np.abs(minus)), v)
         w = omega / (2 * np.pi)
-        shape = (sa.size, xq.size)
-        return (w * np.einsum("pq,q->p", F.reshape(shape), wq),
-                w * np.einsum("pq,q->p", Fabs.reshape(shape), wq))
+        return w * np.einsum("pq,q->p", value, wq), w * np.einsum("pq,q->p", size, wq)
+
+
+@cache
+def rayleigh_rules(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """E_r[G(r)] = ∫₀^∞ G(r) r e^{−r²/2} dr with s = r²/2: the even part of G is a function
+    of s under e^{−s} ds (Gauss–Laguerre), the odd part r·H(s) one under √(2s) e^{−s} ds
+    (generalised Gauss–Laguerre, α = ½); n nodes each are exact for G of degree ≤ 4n − 2.
+    Returns (r_even, weights, r_odd, weights·√2/r_odd): E_r[G] = Σ v_e G_e(r_e) + Σ v_o G_o(r_o)."""
+    s, v = roots_laguerre(n)
+    s2, v2 = roots_genlaguerre(n, 0.5)
+    r2 = np.sqrt(2 * s2)
+    return np.sqrt(2 * s), v, r2, v2 * np.sqrt(2.0) / r2
