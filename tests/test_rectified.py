@@ -1,12 +1,13 @@
 """Rectified entire activations near |ρ| = 1: analytic part and thin wedge (docs/math.md §9b).
 
-References: the arc-cosine closed forms of ReLU and ReLU^n (docs/math.md §6) and mpmath
-(tests/mpmath_reference.py) for ReSin; errors relative to the Cauchy–Schwarz scale.
+References: the arc-cosine closed forms of ReLU and ReLU^n (docs/math.md §6); ReSin
+against mpmath on issue 9's grid, with no path and no quadrature, is
+tests/test_hgm.py::test_near_diagonal_matches_mpmath.  Errors relative to the
+Cauchy–Schwarz scale.
 """
 
 from __future__ import annotations
 
-import mpmath_reference as ref
 import numpy as np
 import pytest
 
@@ -53,28 +54,6 @@ def test_rectified_monomials_match_the_arc_cosine_kernels(monkeypatch, name, der
     assert np.all(err <= limit), np.column_stack([a, b, c / np.sqrt(a * b), err])[err > limit]
     counts = regions(name, a, b, c, derivative=derivative, method="series+hgm")
     assert counts.get(REGION, 0) > 0.9 * a.size, counts
-
-
-# the must-hold grid of issue 9 (tests/test_hgm.py holds the same for auto as a whole)
-NEAR_RHOS = [0.99, 0.999, 0.9999, 0.99999, 1 - 1e-7, 1 - 1e-9, 1 - 1e-11, -0.9999, -(1 - 1e-8)]
-VARIANCES = [(0.01, 0.02), (2.0, 0.5), (20.0, 40.0)]
-
-
-@pytest.mark.parametrize("derivative", [False, True])
-def test_resin_near_the_diagonal_without_paths(monkeypatch, derivative):
-    """ReSin σ and σ' near |ρ| = 1 with no Pfaffian path and no quadrature, against mpmath:
-    ≤ 1e-12 of the scale, or the float64 conditioning limit 2e-16/√(1 − |ρ|)."""
-    _no_paths(monkeypatch)
-    pts = [(a, b, r * np.sqrt(a * b)) for a, b in VARIANCES for r in NEAR_RHOS]
-    a, b, c = (np.array(v) for v in zip(*pts, strict=True))
-    got = ntkhgm.dual("resin", a, b, c, derivative=derivative)
-    exact = np.array([float(ref.dual("resin", derivative, *p)) for p in pts])
-    scale = np.sqrt([float(ref.second_moment("resin", derivative, x)
-                           * ref.second_moment("resin", derivative, y)) for x, y, _ in pts])
-    err = np.abs(got - exact) / scale
-    rho = np.abs(c) / np.sqrt(a * b)
-    limit = np.maximum(1e-12, 2e-16 / np.sqrt(1 - rho))
-    assert np.all(err <= limit), np.column_stack([a, b, c, err])[err > limit]
 
 
 def test_values_do_not_depend_on_the_batch():
