@@ -98,12 +98,13 @@ def test_forged_file_is_refused(tmp_path, edit, message):
         load_rho_system(system, tmp_path)
 
 
+# mtime=0: the same bytes in every process (pytest-xdist collects the ids in each worker)
 @pytest.mark.parametrize("content, message", [
     (b"not gzip", "gzip"),
-    (gzip.compress(b"{not json"), "JSON"),
-    (gzip.compress(b"[1, 2]"), "not a ntkhgm.rho_system/1"),
-    (gzip.compress(b" " * (MAX_FILE_BYTES + 10)), "too large"),
-])
+    (gzip.compress(b"{not json", mtime=0), "JSON"),
+    (gzip.compress(b"[1, 2]", mtime=0), "not a ntkhgm.rho_system/1"),
+    (gzip.compress(b" " * (MAX_FILE_BYTES + 10), mtime=0), "too large"),
+], ids=["not gzip", "not JSON", "wrong schema", "too large"])
 def test_corrupt_file_is_refused(tmp_path, content, message):
     system = load_pfaffian("resin", False)
     (tmp_path / rho_file_name("resin", False)).write_bytes(content)
