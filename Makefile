@@ -10,13 +10,14 @@ install:
 	$(PYTHON) -m pip install --no-deps passagemath-singular
 
 # the whole suite (Singular tests included; Risa/Asir tests skip when it is absent), one
-# worker per core (pytest-xdist): ~7 minutes on 2 cores, ~10 in one process
+# worker per core (pytest-xdist, idle workers take queued tests): ~6 minutes on 2 cores,
+# ~10 in one process
 test:
-	$(PYTHON) -m pytest -q -n auto
+	$(PYTHON) -m pytest -q -n auto --dist worksteal
 
 # without the computer-algebra and slow tests (a minute or two)
 test-fast:
-	$(PYTHON) -m pytest -q -n auto -m "not cas and not slow"
+	$(PYTHON) -m pytest -q -n auto --dist worksteal -m "not cas and not slow"
 
 lint:
 	ruff check ntkhgm tests benchmarks
