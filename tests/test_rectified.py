@@ -109,3 +109,27 @@ def test_clustered_kernel_agrees_with_the_pfaffian_paths():
     K_paths = ntkhgm.kernel(X, activation="resin", depth=3, method="hgm")
     assert np.max(np.abs(K - K_paths)) <= 5e-12 * np.abs(K).max()
     assert np.array_equal(K[1], K[-1]) and K[1, -1] == K[1, 1]
+    # the same rows on the unit sphere (one variance per layer: the Chebyshev route, its
+    # near pairs by the series, then this route)
+    S = X / np.linalg.norm(X, axis=1, keepdims=True)
+    K = ntkhgm.kernel(S, activation="resin", depth=3)
+    K_paths = ntkhgm.kernel(S, activation="resin", depth=3, method="hgm")
+    assert np.max(np.abs(K - K_paths)) <= 5e-12 * np.abs(K).max()
+
+
+def test_large_variances_are_refused_not_wrong():
+    """At a = 400 the Hermite coefficients of g = sin(√a z) peak near n = a, beyond the 256
+    the analytic part uses: the route refuses the pair (NaN, on to the Pfaffian paths)
+    instead of summing a truncated series; at a = 100 it serves it, against mpmath."""
+    import mpmath_reference as ref
+
+    act = get_activation("resin")
+    ev = HGMEvaluator(act.function(False), None, annihilator=act.annihilator_of(False),
+                      rectified=act.rectified_of(False))
+    sa = np.sqrt(np.array([100.0, 400.0]))
+    theta = np.arccos(1 - np.array([1e-4, 1e-6]))
+    got = ev._rectified_near(sa, sa, theta, sa, np.arange(2), np.arange(2))
+    assert np.isnan(got[1])
+    exact = float(ref.dual("resin", False, 100.0, 100.0, 100.0 * (1 - 1e-4)))
+    scale = float(ref.second_moment("resin", False, 100.0))
+    assert abs(got[0] - exact) <= 1e-12 * scale

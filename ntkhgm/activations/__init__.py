@@ -66,7 +66,6 @@ class Activation:
         return None if self.rectified is None else self.rectified[int(derivative)]
 
 
-
 def _monomial(n: int, factor: float = 1.0) -> Rectified:
     """g = factor·uⁿ (ReLU^n: σ = uⁿ·Y(u), σ' = n·u^{n−1}·Y(u))."""
     def taylor(K: int) -> Array:

@@ -712,7 +712,7 @@ class HGMEvaluator:
         for i, k in enumerate(hs.K_BINS_FAR):   # as _series_far, coefficients kept per s
             key = (float(s), k)
             if key not in self._near_coef:
-                if len(self._near_coef) >= 4 * 64:
+                if len(self._near_coef) >= len(hs.K_BINS_FAR) * 64:
                     self._near_coef.pop(next(iter(self._near_coef)))
                 previous = self._near_coef.get((float(s), hs.K_BINS_FAR[i - 1])) if i else None
                 self._near_coef[key] = self._extend(

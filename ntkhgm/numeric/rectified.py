@@ -53,6 +53,8 @@ K_MAX = K_BINS[-1]
 X_GRID = np.geomspace(1e-8, 4.0, 600)
 # terms of the bound sequence (|g|*|g|)_k x^k μ_k summed for the tail (k ≤ K_TAIL)
 K_TAIL = 4 * K_MAX
+# g's Hermite coefficients must hold E g² to this relative rounding (docs/math.md §9b)
+CAPTURED = 1e-12
 
 
 def _log_rayleigh_moments(kmax: int) -> np.ndarray:
@@ -87,15 +89,21 @@ class RectifiedNearDiagonal:
         self.tail = np.cumsum(terms[::-1], axis=0)[::-1][1: K_MAX + 2]
         self._memo: dict = {}
 
-    def _g_coefficients(self, vals: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
-        """h_n^g (n ≤ kmax) of ``vals`` and their tails Σ_{n'>n} h_n'^2, summed from the top
-        (not E g² − Σ: that difference is known only to ε·E g²); the last set remembered."""
+    def _g_coefficients(self, vals: np.ndarray, kmax: int):
+        """h_n^g (n ≤ kmax) of ``vals``, their tails Σ_{n'>n} h_n'^2 summed from the top (not
+        E g² − Σ: that difference is known only to ε·E g²), and whether the kmax + 1
+        coefficients hold all but CAPTURED of E g².  Where they do not, the coefficients'
+        hump (at n ≈ b for sin, cos) lies beyond kmax and the tails summed from the top say
+        nothing; where they do, the rest decays faster than geometrically (g entire of
+        exponential type) and is below rounding.  The last set is remembered."""
         key = (kmax, vals.tobytes())
         if key not in self._memo:
-            H, _ = hs.hermite_coefficients(self.g, vals, kmax, self.recurrence)
+            H, second = hs.hermite_coefficients(self.g, vals, kmax, self.recurrence)
             tails = np.zeros_like(H)
             tails[:-1] = np.cumsum((H * H)[::-1], axis=0)[::-1][1:]
-            self._memo = {key: (H, tails)}
+            held = tails[0] + H[0] ** 2
+            complete = np.abs(second - held) <= CAPTURED * second
+            self._memo = {key: (H, tails, complete)}
         return self._memo[key]
 
     def evaluate(self, sa, sb, theta, vals, ia, ib, Hf, second_f, tol: float) -> np.ndarray:
@@ -119,10 +127,10 @@ class RectifiedNearDiagonal:
     def _analytic(self, rho, vals, ia, ib, Hf, second_f, limit) -> np.ndarray:
         """A = Σ_{n≤N} ρⁿ h_n^f(a) h_n^g(b), N per pair from K_BINS of the Mehler series."""
         kmax = Hf.shape[0] - 1
-        Hg, Tg = self._g_coefficients(vals, kmax)
+        Hg, Tg, complete = self._g_coefficients(vals, kmax)
         Tf = hs.tail_norms(Hf, second_f)
         out = np.full(rho.size, np.nan)
-        todo = np.ones(rho.size, dtype=bool)
+        todo = complete[ib]
         with np.errstate(divide="ignore"):
             log_rho = np.log(np.abs(rho))
         for n in hs.K_BINS:
