@@ -133,3 +133,20 @@ def test_large_variances_are_refused_not_wrong():
     exact = float(ref.dual("resin", False, 100.0, 100.0, 100.0 * (1 - 1e-4)))
     scale = float(ref.second_moment("resin", False, 100.0))
     assert abs(got[0] - exact) <= 1e-12 * scale
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_gauss_laguerre_integrates_moments_exactly(alpha):
+    """The rule of n nodes integrates s^k s^α e^{−s} (= Γ(k + α + 1)) for k ≤ 2n − 1 (up to
+    k = 60, beyond which s^k overflows at the largest nodes); the sum's rounding grows
+    with k, hence 1e-13."""
+    from scipy.special import gamma
+
+    from ntkhgm.numeric.quadrature import gauss_laguerre
+
+    for n in (2, 6, 18, 66):
+        s, w = gauss_laguerre(n, alpha)
+        assert np.all(s > 0) and np.all(w > 0) and np.all(np.diff(s) > 0)
+        for k in range(min(2 * n, 61)):
+            exact = gamma(k + alpha + 1)
+            assert abs(np.sum(w * s**k) - exact) <= 1e-13 * exact, (n, k)

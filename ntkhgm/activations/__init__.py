@@ -91,6 +91,17 @@ _RESIN_PARTS = (Rectified(np.sin, "du^2+1", _trig_taylor(1)),
                 Rectified(np.cos, "du^2+1", _trig_taylor(0)))
 
 
+def _on_positive(g: Callable[[Array], Array]) -> Callable[[Array], Array]:
+    """u ↦ Y(u)·g(u), g evaluated only where u > 0 (half the nodes of a symmetric rule)."""
+    def f(u: Array) -> Array:
+        u = np.asarray(u, dtype=float)
+        out = np.zeros(u.shape)
+        pos = u > 0
+        out[pos] = g(u[pos])
+        return out
+    return f
+
+
 def _heaviside(u: Array) -> Array:
     return (np.asarray(u) > 0).astype(float)
 
@@ -138,8 +149,7 @@ register(Activation(
 ))
 register(Activation(
     name="resin", formula="Y(u)·sin u",
-    sigma=lambda u: np.where(np.asarray(u) > 0, np.sin(u), 0.0),
-    dsigma=lambda u: np.where(np.asarray(u) > 0, np.cos(u), 0.0),
+    sigma=_on_positive(np.sin), dsigma=_on_positive(np.cos),
     annihilator="u*(du^2+1)", derivative_annihilator="u^2*(du^2+1)",
     kink_at_zero=True, rectified=_RESIN_PARTS,
 ))

@@ -139,29 +139,56 @@ class HermiteRecurrence:
     def ratios(self, n: np.ndarray, sa: np.ndarray) -> np.ndarray:
         """R_j(n, s), shape (len(n), len(active), len(sa)), of h_{n+hi} = Σ_j R_j h_{n+j}
         for the normalised h_m = c_m/√(m!) (zero where n + j < 0).  Elementwise in a fixed
-        order: a column never depends on the others."""
+        order: a column never depends on the others.
+
+        R_j = −w_j(n) P_j(n, s)/P_hi(n, s), w_j = √((n+j)!/(n+hi)!).  Where P_hi depends on s
+        alone (every catalog recurrence), −w_j/… is folded into the per-n coefficients of
+        P_j and 1/P_hi(s) is one value per variance — a monomial s^k (ReLU, ReSin, sin)
+        just lowers the powers of s: per element, only the powers' products and sums."""
         lo, hi, ld = self.lo, self.hi, self.dtype
-        rows = np.append(self.active, self.coef.shape[0] - 1)
         n = np.asarray(n, dtype=ld)
         npow = n[:, None] ** np.arange(self.coef.shape[2])                    # (K, dn+1)
-        A = np.einsum("jik,nk->nji", self.coef[rows].astype(ld), npow)        # exact
-        spow = np.asarray(sa, dtype=ld)[None, :] ** np.arange(A.shape[2])[:, None]
-        used = np.flatnonzero(np.any(self.coef[rows] != 0, axis=(0, 2)))   # powers of s
-        P = A[:, :, used[-1], None] * spow[used[-1]]
-        tmp = np.empty_like(P)
-        for i in used[-2::-1]:                          # elementwise, in a fixed order
-            np.multiply(A[:, :, i, None], spow[i], out=tmp)
-            P += tmp
         w = np.ones((n.size, self.active.size), dtype=ld)
         for t, jj in enumerate(self.active):
             # c_{n+j} = h_{n+j} √((n+j)!), the equation divided by √((n+hi)!)
             for u in range(lo + jj + 1, hi + 1):
                 w[:, t] = w[:, t] / np.sqrt(np.maximum(n + u, 1))
             w[n + lo + jj < 0, t] = 0
+        coef = self.coef.astype(ld)
+        lead = coef[-1]
+        sa = np.asarray(sa, dtype=ld)
+        if np.all(lead[:, 1:] == 0):
+            # P_hi = ℓ(s): R_j = Σ_i (−w_j(n) P_ji(n)) s^i / ℓ(s)
+            A = np.einsum("jik,nk->nji", coef[self.active], npow)             # exact
+            A *= -w[:, :, None]
+            powers = np.flatnonzero(lead[:, 0] != 0)
+            used = np.flatnonzero(np.any(self.coef[self.active] != 0, axis=(0, 2)))
+            k = int(powers[0]) if powers.size == 1 and used[0] >= powers[0] else 0
+            R = self._power_sum(A, sa, used, k)
+            if k:
+                R /= lead[k, 0]
+            else:
+                R *= 1 / (sa[None, :] ** np.arange(lead.shape[0])[:, None]
+                          * lead[:, :1]).sum(axis=0)
+            return R
+        rows = np.append(self.active, self.coef.shape[0] - 1)
+        A = np.einsum("jik,nk->nji", coef[rows], npow)                         # exact
+        used = np.flatnonzero(np.any(self.coef[rows] != 0, axis=(0, 2)))    # powers of s
+        P = self._power_sum(A, sa, used, 0)
         R = P[:, :-1]                   # (P_j · −w_j) / P_hi, written over P
         np.multiply(R, -w[:, :, None], out=R)
         np.divide(R, P[:, -1:], out=R)
         return R
+
+    @staticmethod
+    def _power_sum(A: np.ndarray, sa: np.ndarray, used: np.ndarray, k: int) -> np.ndarray:
+        """Σ_{i ∈ used} A[:, :, i] s^{i−k}, elementwise from the highest power down."""
+        P = A[:, :, used[-1], None] * sa[None, :] ** (used[-1] - k)
+        tmp = np.empty_like(P)
+        for i in used[-2::-1]:                          # elementwise, in a fixed order
+            np.multiply(A[:, :, i, None], sa[None, :] ** (i - k), out=tmp)
+            P += tmp
+        return P
 
     def _radius(self, n: np.ndarray, sa: np.ndarray) -> np.ndarray:
         """Spectral radius of the one-step companion matrix at each n (rows) and s (columns):
@@ -219,50 +246,64 @@ class HermiteRecurrence:
 
     def run(self, H: np.ndarray, sa: np.ndarray, n0: np.ndarray, steps: int = 128) -> np.ndarray:
         """Fill H[m], m ≥ n0 + hi, of each column (variance sa²) from its H[: n0 + hi]
-        (docs/math.md §10), in ``dtype``; the columns of one n0 at a time (a few powers of
-        two), each by the same elementwise operations whatever the batch."""
+        (docs/math.md §10), in ``dtype``.  All columns run together from the smallest n0,
+        a column's rows below its own n0 + hi kept; the ``lag`` equations n … n + lag − 1
+        (lag: the nearest shift below hi) need no row they produce, so they run as one
+        step.  Each column sees the same elementwise operations whatever the batch."""
         kmax = H.shape[0] - 1
         sa = np.asarray(sa, dtype=float)
+        n0 = np.maximum(np.broadcast_to(np.asarray(n0, dtype=np.int64), sa.shape), 0)
         if self.float64_limit > 0 and self.dtype != np.float64:
             # each column by its own variance: float64 where that was measured not to drift
             cheap = sa <= self.float64_limit
             if np.any(cheap):
-                n0 = np.broadcast_to(n0, sa.shape)
                 for mask, rec in ((cheap, self._float64), (~cheap, self._long)):
                     if np.any(mask):
                         H[:, mask] = rec.run(H[:, mask], sa[mask], n0[mask], steps)
                 return H
         lo, hi = self.lo, self.hi
-        for start in np.unique(n0):
-            start = max(int(start), 0)
-            if start > kmax - hi:
-                continue
-            cols = np.flatnonzero(n0 == start)
-            shifts = [(u, lo + int(jj)) for u, jj in enumerate(self.active)]
-            if cols.size == 1:
-                H[:, cols[0]] = self._run_one(H[:, cols[0]], float(sa[cols[0]]), start,
-                                              shifts)
-                continue
-            X = H[:, cols].astype(self.dtype)
-            tmp = np.empty(cols.size, dtype=self.dtype)
-            for b0 in range(start, kmax - hi + 1, steps):
-                ns = range(b0, min(b0 + steps, kmax - hi + 1))
-                R = self.ratios(np.arange(ns.start, ns.stop), sa[cols])   # in cache: a few steps
-                for t, n in enumerate(ns):
-                    terms = [(u, n + j) for u, j in shifts if n + j >= 0]
-                    row = X[n + hi]
+        cols = np.flatnonzero(n0 <= kmax - hi)
+        if cols.size == 0:
+            return H
+        shifts = [(u, lo + int(jj)) for u, jj in enumerate(self.active)]
+        if cols.size == 1:
+            H[:, cols[0]] = self._run_one(H[:, cols[0]], float(sa[cols[0]]), int(n0[cols[0]]),
+                                          shifts)
+            return H
+        start = n0[cols]
+        first, last = int(start.min()), int(start.max())
+        lag = hi - max(j for _, j in shifts)
+        X = H[:, cols].astype(self.dtype)
+        jmin = shifts[0][1]
+        tmp = np.empty((lag, cols.size), dtype=self.dtype)
+        part = np.empty_like(tmp)
+        with np.errstate(all="ignore"):     # rows a column does not keep may overflow
+            for b0 in range(first, kmax - hi + 1, steps):
+                stop = min(b0 + steps, kmax - hi + 1)
+                R = self.ratios(np.arange(b0, stop), sa[cols])   # in cache: a few steps
+                Ru = [R[:, u] for u in range(R.shape[1])]
+                n = b0
+                while n < stop:
+                    # equations n … n + w − 1 at once: they read rows below n + hi only
+                    w = 1 if n + jmin < 0 else min(lag, stop - n)
+                    terms = shifts if n + jmin >= 0 else [(u, j) for u, j in shifts if n + j >= 0]
+                    rows = X[n + hi:n + hi + w]
+                    new = tmp[:w] if n < last else rows
                     if not terms:               # P_j = 0 for every j ≥ −n: h_{n+hi} = 0
-                        row[...] = 0
-                        continue
-                    # h_{n+hi} = Σ_j R_j h_{n+j}: products and sums in the order of the
-                    # shifts, written in place (the same operations, no temporaries)
-                    Rt = R[t]
-                    u, m = terms[0]
-                    np.multiply(Rt[u], X[m], out=row)
-                    for u, m in terms[1:]:
-                        np.multiply(Rt[u], X[m], out=tmp)
-                        row += tmp
-            H[:, cols] = X
+                        new[...] = 0
+                    else:
+                        # h_{n+hi} = Σ_j R_j h_{n+j}: products and sums in the order of
+                        # the shifts, in place (the same operations, no temporaries)
+                        t, p = n - b0, part[:w]
+                        u, j = terms[0]
+                        np.multiply(Ru[u][t:t + w], X[n + j:n + j + w], out=new)
+                        for u, j in terms[1:]:
+                            np.multiply(Ru[u][t:t + w], X[n + j:n + j + w], out=p)
+                            new += p
+                    if n < last:                # columns that start later keep their rows
+                        np.copyto(rows, new, where=(n + np.arange(w))[:, None] >= start)
+                    n += w
+        H[:, cols] = X
         return H
 
     @cached_property

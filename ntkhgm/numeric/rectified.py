@@ -41,9 +41,10 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
-from scipy.special import gammaln, roots_genlaguerre, roots_laguerre
+from scipy.special import gammaln
 
 from . import hermite_series as hs
+from .quadrature import gauss_laguerre
 
 EPS = np.finfo(float).eps
 # the Taylor degree m + n of W a call's groups are exact for (cost ~ K² per pair)
@@ -194,7 +195,7 @@ def rayleigh_rules(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     of s under e^{−s} ds (Gauss–Laguerre), the odd part r·H(s) one under √(2s) e^{−s} ds
     (generalised Gauss–Laguerre, α = ½); n nodes each are exact for G of degree ≤ 4n − 2.
     Returns (r_even, weights, r_odd, weights·√2/r_odd): E_r[G] = Σ v_e G_e(r_e) + Σ v_o G_o(r_o)."""
-    s, v = roots_laguerre(n)
-    s2, v2 = roots_genlaguerre(n, 0.5)
+    s, v = gauss_laguerre(n)
+    s2, v2 = gauss_laguerre(n, 0.5)
     r2 = np.sqrt(2 * s2)
     return np.sqrt(2 * s), v, r2, v2 * np.sqrt(2.0) / r2
