@@ -221,7 +221,8 @@ def _holonomic(mode: str):
                 act.function(derivative), None, tol=tol, mode=mode,
                 annihilator=act.annihilator_of(derivative),
                 loader=None if mode == "series" else lambda: _pfaffian(act, derivative),
-                rectified=act.rectified_of(derivative))
+                rectified=act.rectified_of(derivative),
+                precision=act.precision_of(derivative))
         if mode == "hgm":
             _ = ev.system   # every pair may take a path: load and verify first
         _LAST_EVALUATOR[act.name, derivative, mode] = ev

@@ -137,3 +137,36 @@ def test_float64_below_the_measured_limit(derivative):
     assert np.all(drift <= 3e-15), drift
     alone = hs.hermite_coefficients(f, sa[[3]], 2048, rec)[0][:, 0]
     assert np.array_equal(alone, split[:, 3])
+
+
+def _declared_cases():
+    acts = list_activations() + [get_activation(f"relu{n}") for n in range(4, 10)]
+    for act in acts:
+        for d in (False, True):
+            if act.annihilator_of(d) is not None:
+                yield f"{act.name}-{int(d)}", act.function(d), act.annihilator_of(d), \
+                    act.precision_of(d)
+            part = act.rectified_of(d)
+            if part is not None:
+                yield f"{act.name}-{int(d)}-g", part.g, part.annihilator, part.precision
+
+
+@pytest.mark.parametrize("label,f,annihilator,declared",
+                         list(_declared_cases()), ids=lambda x: x if isinstance(x, str) else "")
+def test_declared_precision_is_the_measured_one(label, f, annihilator, declared):
+    """The catalog declares its recurrences' precision (saving the per-process check): the
+    declaration must be what the check measures here (float64 drift against long double,
+    docs/math.md §10), and a declared recurrence must reproduce f's quadrature."""
+    measured = hs._checked_recurrence(f, annihilator)
+    assert declared is not None, f"{label}: no declared precision"
+    if measured is None:
+        assert hs.checked_recurrence(f, annihilator, declared) is None
+        return
+    assert (np.dtype(measured.dtype).name, measured.float64_limit) == \
+        (np.dtype(declared[0]).name, declared[1]), label
+    rec = hs.checked_recurrence(f, annihilator, declared)
+    sa = np.sqrt([0.05, 2.0, 30.0])
+    quad, _ = hs.hermite_coefficients(f, sa, 256)
+    by_rec, _ = hs.hermite_coefficients(f, sa, 256, rec)
+    err = np.max(np.abs(by_rec - quad), axis=0) / np.linalg.norm(quad, axis=0)
+    assert np.max(err) <= 1e-14, (label, err)

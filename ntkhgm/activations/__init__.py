@@ -23,6 +23,14 @@ Array = np.ndarray
 _SQRT_2PI = np.sqrt(2.0 * np.pi)
 
 
+# how the Hermite recurrence of an annihilator runs (docs/math.md §10): the dtype's name and
+# the √a up to which float64 is used where that dtype is long double.  The catalog declares
+# what the per-process measurement (numeric.hermite_series.checked_recurrence) finds, and
+# tests/test_hermite_recurrence.py measures it again; None: measured in each process.
+Precision = tuple[str, float]
+F64: Precision = ("float64", 0.0)
+
+
 @dataclass(frozen=True)
 class Rectified:
     """The entire g of σ = Y(u)·g(u) (docs/math.md §9b): vectorised g, an annihilator of g
@@ -31,6 +39,7 @@ class Rectified:
     g: Callable[[Array], Array]
     annihilator: str
     taylor: Callable[[int], Array]
+    precision: Precision | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,8 @@ class Activation:
     # σ = Y(u)·g(u) and σ' = Y(u)·g'(u) with g entire (ReSin, ReLU^n): (g, g'), None
     # otherwise (docs/math.md §9b)
     rectified: tuple[Rectified, Rectified] | None = None
+    # the recurrences' precision for σ and σ' (see Precision above)
+    recurrence_precision: tuple[Precision | None, Precision | None] = (None, None)
 
     @property
     def holonomic(self) -> bool:
@@ -61,6 +72,9 @@ class Activation:
 
     def annihilator_of(self, derivative: bool = False) -> str | None:
         return self.derivative_annihilator if derivative else self.annihilator
+
+    def precision_of(self, derivative: bool = False) -> Precision | None:
+        return self.recurrence_precision[int(derivative)]
 
     def rectified_of(self, derivative: bool = False) -> Rectified | None:
         return None if self.rectified is None else self.rectified[int(derivative)]
@@ -73,7 +87,7 @@ def _monomial(n: int, factor: float = 1.0) -> Rectified:
         g[n] = factor
         return g
     return Rectified(g=lambda u: factor * np.asarray(u, dtype=float) ** n,
-                     annihilator=f"u*du-{n}" if n else "du", taylor=taylor)
+                     annihilator=f"u*du-{n}" if n else "du", taylor=taylor, precision=F64)
 
 
 def _trig_taylor(parity: int) -> Callable[[int], Array]:
@@ -87,8 +101,8 @@ def _trig_taylor(parity: int) -> Callable[[int], Array]:
     return taylor
 
 
-_RESIN_PARTS = (Rectified(np.sin, "du^2+1", _trig_taylor(1)),
-                Rectified(np.cos, "du^2+1", _trig_taylor(0)))
+_RESIN_PARTS = (Rectified(np.sin, "du^2+1", _trig_taylor(1), F64),
+                Rectified(np.cos, "du^2+1", _trig_taylor(0), F64))
 
 
 def _on_positive(g: Callable[[Array], Array]) -> Callable[[Array], Array]:
@@ -119,6 +133,7 @@ def _relu_n(n: int) -> Activation:
         name=f"relu{n}", formula=f"u^{n}·Y(u)", sigma=sigma, dsigma=dsigma,
         annihilator=f"u*du-{n}", derivative_annihilator=f"u*du-{n - 1}",
         kink_at_zero=True, rectified=(_monomial(n), _monomial(n - 1, float(n))),
+        recurrence_precision=(F64, F64),
     )
 
 
@@ -146,31 +161,37 @@ register(Activation(
     sigma=lambda u: np.maximum(np.asarray(u, dtype=float), 0.0), dsigma=_heaviside,
     annihilator="u*du-1", derivative_annihilator="u*du",
     kink_at_zero=True, rectified=(_monomial(1), _monomial(0)),
+    recurrence_precision=(F64, F64),
 ))
 register(Activation(
     name="resin", formula="Y(u)·sin u",
     sigma=_on_positive(np.sin), dsigma=_on_positive(np.cos),
     annihilator="u*(du^2+1)", derivative_annihilator="u^2*(du^2+1)",
     kink_at_zero=True, rectified=_RESIN_PARTS,
+    recurrence_precision=(F64, ("longdouble", 0.1)),
 ))
 register(Activation(
     name="gelu", formula="u·Φ(u)", sigma=_gelu, dsigma=_dgelu,
     annihilator="u^2*du^2+(u^2-2)*u*du+(2-u^2)",
     derivative_annihilator="(2-u^2)*du^2-(u^3-4*u)*du",
+    recurrence_precision=(("longdouble", 4.0), ("longdouble", 2.0)),
 ))
 register(Activation(
     name="erf", formula="erf(u)", sigma=lambda u: special.erf(u),
     dsigma=lambda u: 2 / np.sqrt(np.pi) * np.exp(-np.square(u)),
     annihilator="du^2+2*u*du", derivative_annihilator="du+2*u",
+    recurrence_precision=(F64, F64),
 ))
 register(Activation(
     name="normcdf", formula="Φ(u) = (1 + erf(u/√2))/2", sigma=lambda u: special.ndtr(u),
     dsigma=lambda u: np.exp(-0.5 * np.square(u)) / _SQRT_2PI,
     annihilator="du^2+u*du", derivative_annihilator="du+u",
+    recurrence_precision=(F64, F64),
 ))
 register(Activation(
     name="sin", formula="sin u", sigma=np.sin, dsigma=np.cos,
     annihilator="du^2+1", derivative_annihilator="du^2+1",
+    recurrence_precision=(F64, F64),
 ))
 register(Activation(
     name="sigmoid", formula="1/(1 + e^{−u})  (not holonomic)",

@@ -94,7 +94,8 @@ DRIFT_VARIANCES = np.array([0.01, 1.0, 4.0, 8.0, 16.0, 64.0])
 DRIFT_TERMS = 512
 
 
-def checked_recurrence(f, annihilator: str | None) -> HermiteRecurrence | None:
+def checked_recurrence(f, annihilator: str | None,
+                       declared: tuple[str, float] | None = None) -> HermiteRecurrence | None:
     """The recurrence of ``annihilator`` (docs/math.md §10), checked once per process for
     each (f, annihilator): the evaluators of one function (methods, tolerances) share it.
 
@@ -105,13 +106,23 @@ def checked_recurrence(f, annihilator: str | None) -> HermiteRecurrence | None:
     over DRIFT_TERMS terms at DRIFT_VARIANCES (ReSin′, GELU, GELU′: R_j's rounding fed
     through slowly decaying solutions); then in long double, save for the variances up to
     the largest one below which every measured variance stayed within 1e-15.
+
+    ``declared``: (dtype name, float64 limit) as the catalog declares it — what this check
+    finds for the catalog's own f, measured again by tests/test_hermite_recurrence.py —
+    used without the check (it costs ~10 ms per function and process).
     """
     if annihilator is None:
         return None
-    key = (id(f), annihilator)
+    key = (id(f), annihilator, declared)
     hit = _CHECKED.get(key)
     if hit is None or hit[0] is not f:          # (an id reused by another function: again)
-        hit = _CHECKED[key] = (f, _checked_recurrence(f, annihilator))
+        if declared is None:
+            rec = _checked_recurrence(f, annihilator)
+        else:
+            rec = HermiteRecurrence.from_annihilator(annihilator)
+            if rec is not None:
+                rec = rec.with_dtype(np.dtype(declared[0]).type, float(declared[1]))
+        hit = _CHECKED[key] = (f, rec)
     return hit[1]
 
 

@@ -128,13 +128,15 @@ class HGMEvaluator:
 
     def __init__(self, f, system=None, *, tol: float = DEFAULT_TOL, mode: str = "auto",
                  annihilator: str | None = None, loader=None,
-                 rectified=None):
+                 rectified=None, precision: tuple[str, float] | None = None):
         """``system``: the Pfaffian system of f, or None with ``loader``, a function that
         returns it (loaded and verified) and is called on first need only: a call whose
         pairs all go to the series or the 1-D integral never loads the system (mode
         ``series`` never does).  ``rectified``: for f = Y·g with g entire, g
         (:class:`~ntkhgm.activations.Rectified`): mode ``auto`` then evaluates pairs near
-        |ρ| = 1 by an analytic part and a thin wedge (docs/math.md §9b) before any path."""
+        |ρ| = 1 by an analytic part and a thin wedge (docs/math.md §9b) before any path.
+        ``precision``: the recurrence's declared precision (catalog activations;
+        :func:`.hermite_series.checked_recurrence`), None to measure it."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.f = f
@@ -150,7 +152,7 @@ class HGMEvaluator:
         self._trust_end: bool | None = None
         # Hermite coefficients by the annihilator's recurrence where it has one (docs/math.md
         # §10), else by quadrature: decided here, once
-        self.recurrence = hs.checked_recurrence(f, annihilator)
+        self.recurrence = hs.checked_recurrence(f, annihilator, precision)
         self._memo: dict = {}
         self._memo_rows: dict = {}
         # sphere data: the Chebyshev interpolant in θ of each variance (or None: it did not
@@ -599,7 +601,7 @@ class HGMEvaluator:
         if self._near_one is None:
             r = self._rectified
             self._near_one = RectifiedNearDiagonal(r.g, r.annihilator,
-                                                   r.taylor(RECTIFIED_TAYLOR))
+                                                   r.taylor(RECTIFIED_TAYLOR), r.precision)
         Hf, second = self.coefficients(vals, hs.K_BINS[-1])
         out = self._near_one.evaluate(sa, sb, theta, vals, ia, ib, Hf, second, self.tol)
         self.regions["near |ρ| = 1: analytic part and wedge series (f = Y·g)"] += int(

@@ -68,9 +68,11 @@ class RectifiedNearDiagonal:
     """D_f near |ρ| = 1 for f = Y·g (module docstring).
 
     ``g``: vectorised g; ``annihilator``: an operator killing g (its Hermite coefficients
-    by the recurrence, docs/math.md §10); ``taylor``: g_0 … g_{K_TAIL}."""
+    by the recurrence, docs/math.md §10, run in ``precision`` where declared); ``taylor``:
+    g_0 … g_{K_TAIL}."""
 
-    def __init__(self, g, annihilator: str | None, taylor: np.ndarray):
+    def __init__(self, g, annihilator: str | None, taylor: np.ndarray,
+                 precision: tuple[str, float] | None = None):
         taylor = np.asarray(taylor, dtype=float)
         if taylor.ndim != 1 or taylor.size < K_TAIL + 1 or not np.all(np.isfinite(taylor)):
             raise ValueError(f"need the finite Taylor coefficients g_0 … g_{K_TAIL}")
@@ -79,7 +81,7 @@ class RectifiedNearDiagonal:
         # 0 (g even), 1 (g odd) or None, from the Taylor coefficients
         odd, even = np.any(self.taylor[1::2] != 0), np.any(self.taylor[0::2] != 0)
         self.parity = None if odd and even else int(odd)
-        self.recurrence = hs.checked_recurrence(g, annihilator)
+        self.recurrence = hs.checked_recurrence(g, annihilator, precision)
         log_mu = _log_rayleigh_moments(K_TAIL)
         # W's truncation tails on X_GRID: row K holds Σ_{k>K} x^k μ_k (|g|*|g|)_k
         gg = np.convolve(np.abs(self.taylor), np.abs(self.taylor))[: K_TAIL + 1]
