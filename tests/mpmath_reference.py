@@ -4,9 +4,23 @@ E[f(u) f(v)] with u = √a z, v = √b(ρ z + s w), z, w ~ N(0, 1): the inner
 expectation over w has a closed form for every activation used here (for a
 Heaviside factor via the complex error function), the outer one is an
 mpmath.quad split at the kink z = 0.  Degenerate Λ is a 1-D integral.
+
+The values the tests ask for are kept in ``data/mpmath_reference.json`` (as scipy keeps
+mpmath values for its special functions): mpmath's own output, 22 digits, keyed by the
+exact floats asked for; a value not there is computed.  test_mpmath_reference.py recomputes
+a sample of the table with mpmath at every run.  To add the values of new test points::
+
+    NTKHGM_RECORD_MPMATH=1 python -m pytest -n auto tests/...   # writes data/*.part.json
+    python tests/mpmath_reference.py merge                      # folds them into the table
 """
 
 from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+from pathlib import Path
 
 import mpmath as mp
 
@@ -49,8 +63,54 @@ ACTIVATIONS = {
 }
 
 
+TABLE = Path(__file__).with_name("data") / "mpmath_reference.json"
+DIGITS = 22
+RECORD = os.environ.get("NTKHGM_RECORD_MPMATH") == "1"
+
+
+def key(name: str, derivative: bool, a: float, b: float, c: float) -> str:
+    """The table's key: the activation and the exact floats (hex) of a, b, c."""
+    return "|".join([name, str(int(bool(derivative))),
+                     float(a).hex(), float(b).hex(), float(c).hex()])
+
+
+def load_table(path: Path = TABLE) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    if data.get("dps") != mp.mp.dps or not isinstance(data.get("values"), dict):
+        raise ValueError(f"{path}: not a table of mpmath values at dps {mp.mp.dps}")
+    return data["values"]
+
+
+_TABLE = load_table()
+_RECORDED: dict[str, str] = {}
+
+
+def _write_recorded() -> None:
+    if _RECORDED:
+        part = TABLE.with_name(f"mpmath_reference.{os.getpid()}.part.json")
+        part.write_text(json.dumps(_RECORDED, sort_keys=True))
+
+
+if RECORD:
+    atexit.register(_write_recorded)
+
+
 def dual(name: str, derivative: bool, a: float, b: float, c: float) -> mp.mpf:
-    """E_{N(0,Λ)}[f(u) f(v)], Λ = [[a, c], [c, b]], to ~20 digits."""
+    """E_{N(0,Λ)}[f(u) f(v)], Λ = [[a, c], [c, b]], to ~20 digits: from the table of
+    mpmath's values where it holds them (module docstring), else :func:`compute_dual`."""
+    k = key(name, derivative, a, b, c)
+    if k in _TABLE:
+        return mp.mpf(_TABLE[k])
+    value = compute_dual(name, derivative, a, b, c)
+    if RECORD:
+        _RECORDED[k] = mp.nstr(value, DIGITS)
+    return value
+
+
+def compute_dual(name: str, derivative: bool, a: float, b: float, c: float) -> mp.mpf:
+    """E_{N(0,Λ)}[f(u) f(v)], Λ = [[a, c], [c, b]], to ~20 digits, by mpmath.quad."""
     f, inner = ACTIVATIONS[name, derivative]
     a, b, c = mp.mpf(a), mp.mpf(b), mp.mpf(c)
     sa, sb = mp.sqrt(a), mp.sqrt(b)
@@ -69,3 +129,23 @@ def dual(name: str, derivative: bool, a: float, b: float, c: float) -> mp.mpf:
 def second_moment(name: str, derivative: bool, a: float) -> mp.mpf:
     """E_{z~N(0,a)}[f(z)²], the Cauchy–Schwarz scale."""
     return dual(name, derivative, a, a, a)
+
+
+def merge() -> None:
+    """Fold the recorded parts (data/*.part.json) into the table and remove them."""
+    values = load_table()
+    parts = sorted(TABLE.parent.glob("mpmath_reference.*.part.json"))
+    for part in parts:
+        values.update(json.loads(part.read_text()))
+    TABLE.write_text(json.dumps({"dps": mp.mp.dps, "digits": DIGITS,
+                                 "generator": "tests/mpmath_reference.py (compute_dual)",
+                                 "values": dict(sorted(values.items()))}, indent=0) + "\n")
+    for part in parts:
+        part.unlink()
+    print(f"{TABLE}: {len(values)} values ({len(parts)} parts merged)")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["merge"]:
+        sys.exit("usage: python tests/mpmath_reference.py merge")
+    merge()

@@ -119,8 +119,9 @@ def rho_system(system) -> RhoSystem:
 
 def _moments(f, sa: np.ndarray, pmax: int) -> np.ndarray:
     """μ_p(sa) = E_z[z^p f(sa z)], p = 0..pmax, shape (pmax+1, len(sa)) (docs/math.md §5)."""
-    return np.stack([expect_1d(lambda u, p=p: (u ** p) * f(u), sa)
-                     / np.where(sa > 0, sa, 1.0) ** p for p in range(pmax + 1)])
+    powers = np.arange(pmax + 1)
+    return (expect_1d_powers(f, sa, list(powers))            # f once per node
+            / np.where(sa > 0, sa, 1.0) ** powers[:, None])
 
 
 class HGMEvaluator:

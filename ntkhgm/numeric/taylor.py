@@ -39,7 +39,11 @@ RUNS = 2              # perturbed runs (independent signs; the larger difference
 # pseudo-random signs of the kicks: (run, order mod 61, component mod 64); fixed, so that a
 # path's result does not depend on anything but its own data
 SIGNS = np.where(np.random.default_rng(20240611).random((RUNS, 62, 64)) < 0.5, -1.0, 1.0)
-CHUNK = 1024          # paths run together (memory: CHUNK·r²·(deg + 1)·16 bytes)
+# paths run together: as many as keep their arrays (two window × r × r matrices and the
+# window of the runs, ~20 kB a path for GELU) within CHUNK_BYTES, so that they stay in cache
+# (measured for GELU at N = 100: 256 paths a chunk ran the series in 0.6 of the time of 1024)
+CHUNK_BYTES = 6 << 20
+CHUNK_PATHS = (64, 4096)
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,14 @@ def denominator(rs: RhoSystem, sa: np.ndarray, sb: np.ndarray,
     return d
 
 
+def _chunk(rank: int, num_terms: int, den_terms: int) -> int:
+    """Paths per chunk of :meth:`RhoTaylor._run`: CHUNK_BYTES over a path's bytes (its
+    window·r × r matrices M, |M| and its (1 + RUNS) × 2·window·r buffer), within CHUNK_PATHS."""
+    window = max(num_terms, den_terms - 1, 1)
+    per_path = 8 * (2 * window * rank * rank + 2 * (1 + RUNS) * window * rank)
+    return int(np.clip(CHUNK_BYTES // per_path, *CHUNK_PATHS))
+
+
 def root_free_radius(q: np.ndarray, rho: np.ndarray) -> np.ndarray:
     """Whether the polynomial with coefficients ``q`` (paths, deg + 1; lowest power first)
     has no zero in |z| ≤ |ρ|/SAFE_RADIUS, per path: |q₀| > Σ_{k≥1}|q_k| s^k (the triangle
@@ -180,15 +192,12 @@ class RhoTaylor:
         self.sa = np.asarray(sa, dtype=float)
         self.sb = np.asarray(sb, dtype=float)
         self.den = denominator(rs, self.sa, self.sb)                  # (P, dd + 1)
-        vals = _in_sa_sb(c.num_powers, c.num_coef, self.sa, self.sb)  # (P, X)
-        e, i, j = c.num_index
-        self.num = np.zeros((self.sa.size, c.deg + 1, c.rank, c.rank))
-        self.num[:, e, i, j] = vals
-        # the sizes of what rounds in these coefficients (Σ|term| of each polynomial in sa,
+        self._compiled = c
+        # the nonzero entries (e, i, j) of the numerator's coefficient matrices N_e, per path
+        # (P, X), and the sizes of what rounds in them (Σ|term| of each polynomial in sa,
         # sb): the rounding estimate's kicks are relative to them (docs/math.md §9a)
-        self.num_size = np.zeros_like(self.num)
-        self.num_size[:, e, i, j] = _in_sa_sb(c.num_powers, np.abs(c.num_coef), self.sa,
-                                              self.sb)
+        self.num = _in_sa_sb(c.num_powers, c.num_coef, self.sa, self.sb)
+        self.num_size = _in_sa_sb(c.num_powers, np.abs(c.num_coef), self.sa, self.sb)
         self.den_size = denominator(rs, self.sa, self.sb, absolute=True)
         # the zeros of den: ±1 (where m₁ + m₂ > 0) and those of Q̃
         self._ends = c.m1 + c.m2 > 0
@@ -199,7 +208,7 @@ class RhoTaylor:
         nearest zero of den (|ρ| = 1 where m₁ + m₂ > 0, and Q̃'s), with den(0) ≠ 0."""
         rho = np.asarray(rho, dtype=float)
         ok = (self.den[:, 0] != 0) & np.all(np.isfinite(self.den), axis=1)
-        ok &= np.all(np.isfinite(self.num), axis=(1, 2, 3))
+        ok &= np.all(np.isfinite(self.num), axis=1)
         if self._ends:
             ok &= np.abs(rho) <= SAFE_RADIUS
         ok[ok] = root_free_radius(self._rest[ok], rho[ok])
@@ -230,8 +239,9 @@ class RhoTaylor:
         run = np.flatnonzero(self.usable(rho))
         # paths of similar |ρ| (similar numbers of terms) together
         run = run[np.argsort(-np.abs(rho[run]), kind="stable")]
-        for lo in range(0, run.size, CHUNK):
-            idx = run[lo:lo + CHUNK]
+        chunk = _chunk(self.rank, self._compiled.deg + 1, self.den.shape[1])
+        for lo in range(0, run.size, chunk):
+            idx = run[lo:lo + chunk]
             value[idx], tail[idx], spread[idx], nterms[idx] = self._run(
                 idx, g0[idx], start_error[idx], rho[idx], TAIL_SHARE * tol * scale[idx],
                 ncomp, kmax)
@@ -246,38 +256,39 @@ class RhoTaylor:
         ROUNDING·ε·Σ|products| at every order (pseudo-random signs), for the rounding of
         the recurrence and the start values' error.  A path stops where its tail bound
         meets ``target``."""
+        c = self._compiled
         P, r = g0.shape
-        num, den = self.num[idx], self.den[idx]
-        num_size, den_size = self.num_size[idx], self.den_size[idx]
-        deg, dd = num.shape[1] - 1, den.shape[1] - 1
+        den, den_size = self.den[idx], self.den_size[idx]
+        deg, dd = c.deg, den.shape[1] - 1
         L = max(deg + 1, dd, 1)                    # window: H_{k−L+1} … H_k
         d0 = den[:, 0]
         pw = rho[:, None] ** np.arange(L + 1)[None, :]               # ρ^0 … ρ^L
-        # slot m of the window holds H_{k−(L−1−m)}; with j = L−1−m (numerator) and
-        # j' = L−m (denominator):
-        #   H_{k+1} = Σ_m [N_j ρ^{j+1}/(k+1) − den_j' ρ^j' (1 − j'/(k+1))]/den₀·H_m
-        A, A_size = np.zeros((P, L, r, r)), np.zeros((P, L, r, r))
-        Dw, Dw_size = np.zeros((P, L)), np.zeros((P, L))
         apw, ad0 = np.abs(pw), np.abs(d0)
+        # slot m of the window holds H_{k−(L−1−m)}; with e = L−1−m (numerator) and
+        # j' = L−m (denominator):
+        #   H_{k+1} = Σ_m [N_e ρ^{e+1}/(k+1) − den_j' ρ^j' (1 − j'/(k+1))]/den₀·H_m
+        # the numerator's part: one stacked product per order, (paths, runs, L·r) @
+        # (paths, L·r, r), entry N_e[i, j] in row m·r + j, column i
+        e, i, j = c.num_index
+        place = ((L - 1 - e) * r + j) * r + i
+        factor = pw[:, e + 1] / d0[:, None]                        # (P, X)
+        values = self.num[idx] * factor
+        # the sizes of the products: the coefficients' Σ|term| (their rounding), and den₀'s
+        # relative rounding carried into every coefficient
+        slack = 1.0 + den_size[:, 0] / ad0
+        M, Mabs = np.zeros((P, L * r * r)), np.zeros((P, L * r * r))
+        M[:, place] = values
+        Mabs[:, place] = (self.num_size[idx] * np.abs(factor) + np.abs(values)) * slack[:, None]
+        M, Mabs = M.reshape(P, L * r, r), Mabs.reshape(P, L * r, r)
+        del factor, values
+        Dw, Dw_size = np.zeros((P, L)), np.zeros((P, L))
         for m in range(L):
-            j = L - 1 - m
-            if j <= deg:
-                A[:, m] = num[:, j] * (pw[:, j + 1] / d0)[:, None, None]
-                A_size[:, m] = num_size[:, j] * (apw[:, j + 1] / ad0)[:, None, None]
             jd = L - m
             if 1 <= jd <= dd:
                 Dw[:, m] = den[:, jd] * pw[:, jd] / d0
                 Dw_size[:, m] = den_size[:, jd] * apw[:, jd] / ad0
-        # the numerator's part: one stacked product per order, (paths, runs, L·r) @ (paths, L·r, r)
-        M = np.ascontiguousarray(A.transpose(0, 1, 3, 2).reshape(P, L * r, r))
         jds = L - np.arange(L)
-        # the sizes of the products: the coefficients' Σ|term| (their rounding), and den₀'s
-        # relative rounding carried into every coefficient
-        slack = 1.0 + den_size[:, 0] / ad0
-        Mabs = np.ascontiguousarray((A_size.transpose(0, 1, 3, 2).reshape(P, L * r, r)
-                                     + np.abs(M)) * slack[:, None, None])
         Dw_size = (Dw_size + np.abs(Dw)) * slack[:, None]
-        del A, A_size
         signs = SIGNS[:, :, np.arange(r) % SIGNS.shape[2]]                 # (RUNS, 62, r)
         kicks = (ROUNDING * EPS) * np.moveaxis(signs[:, :-1], 1, 0)       # (61, RUNS, r)
         # 1 + RUNS runs: the start, and RUNS times the start perturbed by START·start_error
