@@ -10,8 +10,7 @@ install:
 	$(PYTHON) -m pip install --no-deps passagemath-singular
 
 # the whole suite (Singular tests included; Risa/Asir tests skip when it is absent), one
-# worker per core (pytest-xdist, idle workers take queued tests): ~6 minutes on 2 cores,
-# ~10 in one process
+# worker per core (pytest-xdist, idle workers take queued tests): ~3 minutes on 2 cores
 test:
 	$(PYTHON) -m pytest -q -n auto --dist worksteal
 

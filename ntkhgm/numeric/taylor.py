@@ -106,16 +106,10 @@ def _in_sa_sb(powers: np.ndarray, coef: np.ndarray, sa: np.ndarray, sb: np.ndarr
     return np.matmul(mono[:, None, :], coef)[:, 0, :]
 
 
-def denominator(rs: RhoSystem, sa: np.ndarray, sb: np.ndarray,
-                absolute: bool = False) -> np.ndarray:
-    """The coefficients of den(ρ) = κ(1 − ρ)^m₁(1 + ρ)^m₂·Q̃(sa, sb, ρ) per path, shape
-    (paths, deg den + 1), lowest power first.  With ``absolute``: the same sums of the
-    terms' absolute values (the size of what rounds when they are evaluated)."""
-    c = _compile(rs)
-    coef = np.abs(c.rest_coef) if absolute else c.rest_coef
-    d = abs(c.kappa) * _in_sa_sb(c.rest_powers, coef, sa, sb) if absolute else (
-        c.kappa * _in_sa_sb(c.rest_powers, coef, sa, sb))
-    for sign, m in ((-1.0, c.m1), (1.0, c.m2)):
+def _times_ends(d: np.ndarray, m1: int, m2: int, absolute: bool) -> np.ndarray:
+    """The coefficients of d(ρ)·(1 − ρ)^m₁(1 + ρ)^m₂ (with ``absolute``: of the sums of
+    the terms' absolute values, (1 + ρ)^(m₁ + m₂))."""
+    for sign, m in ((-1.0, m1), (1.0, m2)):
         for _ in range(m):                                   # × (1 ± ρ)
             d = (np.concatenate([d, np.zeros((d.shape[0], 1))], axis=1)
                  + (1.0 if absolute else sign)
@@ -191,17 +185,24 @@ class RhoTaylor:
         self.rank = c.rank
         self.sa = np.asarray(sa, dtype=float)
         self.sb = np.asarray(sb, dtype=float)
-        self.den = denominator(rs, self.sa, self.sb)                  # (P, dd + 1)
         self._compiled = c
         # the nonzero entries (e, i, j) of the numerator's coefficient matrices N_e, per path
         # (P, X), and the sizes of what rounds in them (Σ|term| of each polynomial in sa,
         # sb): the rounding estimate's kicks are relative to them (docs/math.md §9a)
-        self.num = _in_sa_sb(c.num_powers, c.num_coef, self.sa, self.sb)
-        self.num_size = _in_sa_sb(c.num_powers, np.abs(c.num_coef), self.sa, self.sb)
-        self.den_size = denominator(rs, self.sa, self.sb, absolute=True)
+        X = c.num_coef.shape[1]
+        both = _in_sa_sb(c.num_powers, np.hstack([c.num_coef, np.abs(c.num_coef)]),
+                         self.sa, self.sb)
+        self.num, self.num_size = both[:, :X], both[:, X:]
+        # den(ρ) = κ(1 − ρ)^m₁(1 + ρ)^m₂·Q̃(sa, sb, ρ) and its sizes (the sums of its terms'
+        # absolute values), (P, dd + 1), lowest power first
+        R = c.rest_coef.shape[1]
+        both = _in_sa_sb(c.rest_powers, np.hstack([c.rest_coef, np.abs(c.rest_coef)]),
+                         self.sa, self.sb)
+        self._rest = c.kappa * both[:, :R]                  # Q̃'s coefficients times κ
+        self.den = _times_ends(self._rest, c.m1, c.m2, False)
+        self.den_size = _times_ends(abs(c.kappa) * both[:, R:], c.m1, c.m2, True)
         # the zeros of den: ±1 (where m₁ + m₂ > 0) and those of Q̃
         self._ends = c.m1 + c.m2 > 0
-        self._rest = c.kappa * _in_sa_sb(c.rest_powers, c.rest_coef, self.sa, self.sb)
 
     def usable(self, rho: np.ndarray) -> np.ndarray:
         """Paths whose target |ρ| is at most SAFE_RADIUS times the distance from 0 to the
