@@ -30,6 +30,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import secrets
 import zlib
 from fractions import Fraction
@@ -94,10 +95,18 @@ def _int(x, lo: int, hi: int, what: str) -> int:
     return x
 
 
+# the form the writer uses (str of a Fraction), parsed without Fraction's general regex
+_CANONICAL = re.compile(r"(-?[0-9]+)(?:/([0-9]+))?")
+
+
 def _fraction(x, what: str) -> Fraction:
     if not isinstance(x, str) or not 0 < len(x) <= MAX_COEFF_CHARS:
         raise PfaffianFileError(f"{what}: coefficient must be a short string")
+    canonical = _CANONICAL.fullmatch(x)
     try:
+        if canonical:
+            num, den = canonical.groups()
+            return Fraction(int(num), int(den)) if den else Fraction(int(num))
         return Fraction(x)
     except (ValueError, ZeroDivisionError):
         raise PfaffianFileError(f"{what}: {x[:40]!r} is not a rational number") from None
