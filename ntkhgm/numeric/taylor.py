@@ -117,10 +117,9 @@ def _times_ends(d: np.ndarray, m1: int, m2: int, absolute: bool) -> np.ndarray:
     return d
 
 
-def _chunk(rank: int, num_terms: int, den_terms: int) -> int:
+def _chunk(rank: int, window: int) -> int:
     """Paths per chunk of :meth:`RhoTaylor._run`: CHUNK_BYTES over a path's bytes (its
     window·r × r matrices M, |M| and its (1 + RUNS) × 2·window·r buffer), within CHUNK_PATHS."""
-    window = max(num_terms, den_terms - 1, 1)
     per_path = 8 * (2 * window * rank * rank + 2 * (1 + RUNS) * window * rank)
     return int(np.clip(CHUNK_BYTES // per_path, *CHUNK_PATHS))
 
@@ -204,6 +203,10 @@ class RhoTaylor:
         # the zeros of den: ±1 (where m₁ + m₂ > 0) and those of Q̃
         self._ends = c.m1 + c.m2 > 0
 
+    def _window(self) -> int:
+        """L = max(deg N + 1, deg den, 1): the terms the recurrence reads (module docstring)."""
+        return max(self._compiled.deg + 1, self.den.shape[1] - 1, 1)
+
     def usable(self, rho: np.ndarray) -> np.ndarray:
         """Paths whose target |ρ| is at most SAFE_RADIUS times the distance from 0 to the
         nearest zero of den (|ρ| = 1 where m₁ + m₂ > 0, and Q̃'s), with den(0) ≠ 0."""
@@ -240,7 +243,7 @@ class RhoTaylor:
         run = np.flatnonzero(self.usable(rho))
         # paths of similar |ρ| (similar numbers of terms) together
         run = run[np.argsort(-np.abs(rho[run]), kind="stable")]
-        chunk = _chunk(self.rank, self._compiled.deg + 1, self.den.shape[1])
+        chunk = _chunk(self.rank, self._window())
         for lo in range(0, run.size, chunk):
             idx = run[lo:lo + chunk]
             value[idx], tail[idx], spread[idx], nterms[idx] = self._run(
@@ -260,8 +263,8 @@ class RhoTaylor:
         c = self._compiled
         P, r = g0.shape
         den, den_size = self.den[idx], self.den_size[idx]
-        deg, dd = c.deg, den.shape[1] - 1
-        L = max(deg + 1, dd, 1)                    # window: H_{k−L+1} … H_k
+        dd = den.shape[1] - 1
+        L = self._window()                         # window: H_{k−L+1} … H_k
         d0 = den[:, 0]
         pw = rho[:, None] ** np.arange(L + 1)[None, :]               # ρ^0 … ρ^L
         apw, ad0 = np.abs(pw), np.abs(d0)
