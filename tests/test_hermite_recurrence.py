@@ -97,6 +97,34 @@ def test_a_column_does_not_depend_on_its_batch():
         assert np.array_equal(alone[:, 0], batch[:, i])
 
 
+@pytest.mark.parametrize("annihilator", ["u*du-1", "u*du", "du^2+1", "du^2+2*u*du", "du+u"])
+def test_one_shift_runs_as_the_plain_steps(annihilator):
+    """A recurrence with one shift j below hi runs as running products (docs/math.md §10):
+    bit for bit the plain steps h_{n+hi} = R(n) h_{n+j} taken one n at a time, whatever the
+    batch (columns of several n0 together, or alone)."""
+    rec = HermiteRecurrence.from_annihilator(annihilator)
+    assert rec is not None and rec.active.size == 1
+    j, hi, kmax = rec.lo + int(rec.active[0]), rec.hi, 600
+    sa = np.sqrt(np.array([0.02, 0.7, 3.0, 40.0, 300.0]))
+    n0 = np.maximum(rec.start(sa), [0, 3, 8, 64, 256])      # several starts in one batch
+    rng = np.random.default_rng(1)
+    H = np.zeros((kmax + 1, sa.size))
+    for c in range(sa.size):
+        H[: min(int(n0[c]) + hi, kmax + 1), c] = rng.standard_normal(min(int(n0[c]) + hi,
+                                                                         kmax + 1))
+    with np.errstate(all="ignore"):
+        got = rec.run(H.copy(), sa, n0)
+        for c in range(sa.size):
+            h = H[:, c].copy()
+            steps = np.arange(min(int(n0[c]), kmax), kmax - hi + 1)
+            R = rec.ratios(steps, sa[c:c + 1])[:, 0, 0]
+            for t, n in enumerate(steps):
+                h[n + hi] = R[t] * h[n + j] if n + j >= 0 else 0.0
+            assert np.array_equal(got[:, c], h, equal_nan=True), (annihilator, c)
+            alone = rec.run(H[:, c:c + 1].copy(), sa[c:c + 1], n0[c:c + 1])
+            assert np.array_equal(alone[:, 0], got[:, c], equal_nan=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name,derivative", [("resin", True), ("gelu", False)])
 def test_far_series_extends_its_coefficients(name, derivative):

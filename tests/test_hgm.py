@@ -414,10 +414,10 @@ def test_large_variances_step_by_taylor_series(monkeypatch, derivative):
     def no_rk(*args, **kwargs):
         raise AssertionError("a path went by Runge–Kutta")
 
-    monkeypatch.setattr("ntkhgm.numeric.hgm.integrate_reduced", no_rk)
+    monkeypatch.setattr(pfaffian_ode, "integrate_reduced", no_rk)
     steps = []
     taylor = pfaffian_ode.taylor_steps
-    monkeypatch.setattr("ntkhgm.numeric.hgm.taylor_steps",
+    monkeypatch.setattr(pfaffian_ode, "taylor_steps",
                         lambda *a, **k: steps.append(a[1].shape[0]) or taylor(*a, **k))
     a = np.array([20.0, 30.0, 12.0, 25.0])
     b = np.array([40.0, 28.0, 15.0, 22.0])

@@ -203,6 +203,8 @@ for _n in (2, 3):
     register(_relu_n(_n))
 
 _RELU_N = re.compile(r"relu([2-9])")
+#: a valid activation name (a Pfaffian file's stem and ``activation`` field)
+ACTIVATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 
 def get_activation(name: str) -> Activation:

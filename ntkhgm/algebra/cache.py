@@ -24,7 +24,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..activations import ACTIVATION_NAME as _NAME
 from ..activations import is_catalog_name
 from ..atomic import atomic_write_text
 from ..errors import (
@@ -36,14 +38,11 @@ from ..errors import (
 )
 from ..paths import shipped_pfaffian_dir, user_pfaffian_dir
 from .annihilator import Annihilator, parse_annihilator
-from .pfaffian import (
-    _NAME,
-    MAX_FILE_BYTES,
-    PfaffianSystem,
-    RationalFunction,
-    check_integrability_exact,
-    integrability_defect_modp,
-)
+
+if TYPE_CHECKING:
+    from .pfaffian import PfaffianSystem
+# .pfaffian (the file format, its parser and checks) is imported where a system is read or
+# built: asking whether a file exists, as every kernel does, need not load it
 
 __all__ = ["load_pfaffian", "store_pfaffian", "has_pfaffian", "compute_pfaffian",
            "pfaffian_path", "resolve_annihilator", "list_user_activations"]
@@ -78,6 +77,8 @@ def pfaffian_path(activation: str, derivative: bool, directory: Path | None = No
 
 def load_file(path: Path) -> PfaffianSystem:
     """Load and validate one Pfaffian file (memoised by path, size, mtime and inode)."""
+    from .pfaffian import MAX_FILE_BYTES, PfaffianSystem
+
     try:
         st = path.stat()
     except OSError as exc:
@@ -301,6 +302,13 @@ def compute_pfaffian(activation_name_or_annihilator: str, derivative: bool = Fal
     failure nothing is written.  A recomputed catalog system is returned, never
     stored (catalog activations read only the shipped files).
     """
+    from .pfaffian import (
+        PfaffianSystem,
+        RationalFunction,
+        check_integrability_exact,
+        integrability_defect_modp,
+    )
+
     entry, ann, stored_expr, catalog = _resolve(activation_name_or_annihilator, derivative,
                                                 name)
     expr_text = None

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import secrets
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -49,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from ..activations import ACTIVATION_NAME as _NAME
 from ..errors import AnnihilatorSyntaxError, NtkhgmError, PfaffianFileError
 from .annihilator import parse_annihilator
 from .expr import ExprLimits, format_polynomial, parse_rational
@@ -62,7 +62,6 @@ VARIABLES = ("x11", "x12", "x22")
 MATRIX_KEYS = VARIABLES
 MAX_FILE_BYTES = 32 * 1024 * 1024
 MAX_RANK = 64
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 _ENTRY_LIMITS = ExprLimits(max_length=2_000_000, max_depth=32, max_exponent=64,
                            max_digits=400, max_degree=96, max_terms=20_000,
                            max_coeff_bits=8_000, max_work=400_000)

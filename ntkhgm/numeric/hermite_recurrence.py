@@ -144,7 +144,65 @@ class HermiteRecurrence:
         R_j = −w_j(n) P_j(n, s)/P_hi(n, s), w_j = √((n+j)!/(n+hi)!).  Where P_hi depends on s
         alone (every catalog recurrence), −w_j/… is folded into the per-n coefficients of
         P_j and 1/P_hi(s) is one value per variance — a monomial s^k (ReLU, ReSin, sin)
-        just lowers the powers of s: per element, only the powers' products and sums."""
+        just lowers the powers of s: per element, only the powers' products and sums.
+        The per-n parts depend on n alone: remembered per run of n (:meth:`_per_n`)."""
+        ld = self.dtype
+        A, w = self._per_n(np.asarray(n))
+        lead = self._lead
+        sa = np.asarray(sa, dtype=ld)
+        if self._lead_in_s_only:
+            used, k = self._powers
+            R = self._power_sum(A, sa, used, k)
+            if k:
+                if lead[k, 0] != 1:             # (x/1 = x exactly)
+                    R /= lead[k, 0]
+            else:
+                R *= 1 / (sa[None, :] ** np.arange(lead.shape[0])[:, None]
+                          * lead[:, :1]).sum(axis=0)
+            return R
+        used, _ = self._powers
+        P = self._power_sum(A, sa, used, 0)
+        R = P[:, :-1]                   # (P_j · −w_j) / P_hi, written over P
+        np.multiply(R, -w[:, :, None], out=R)
+        np.divide(R, P[:, -1:], out=R)
+        return R
+
+    @cached_property
+    def _lead(self) -> np.ndarray:
+        return self.coef[-1].astype(self.dtype)
+
+    @cached_property
+    def _lead_in_s_only(self) -> bool:
+        """P_hi depends on s alone (every catalog recurrence)."""
+        return bool(np.all(self.coef[-1][:, 1:] == 0))
+
+    @cached_property
+    def _powers(self) -> tuple[np.ndarray, int]:
+        """The powers of s in the P_j of :meth:`ratios` (with P_hi where it depends on n too),
+        and k: the power s^k that 1/P_hi = 1/(ℓ_k s^k) lowers them by (0: none)."""
+        if not self._lead_in_s_only:
+            rows = np.append(self.active, self.coef.shape[0] - 1)
+            return np.flatnonzero(np.any(self.coef[rows] != 0, axis=(0, 2))), 0
+        lead = self.coef[-1]
+        powers = np.flatnonzero(lead[:, 0] != 0)
+        used = np.flatnonzero(np.any(self.coef[self.active] != 0, axis=(0, 2)))
+        k = int(powers[0]) if powers.size == 1 and used[0] >= powers[0] else 0
+        return used, k
+
+    @cached_property
+    def _per_n_memo(self) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+        return {}
+
+    def _per_n(self, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The per-n coefficients of :meth:`ratios`: A[n, j, i] (of sⁱ in P_j, times −w_j(n)
+        where P_hi depends on s alone) and w_j(n); exact in n.  Remembered for runs of
+        consecutive n (a run asks for the same blocks each time)."""
+        consecutive = n.size > 0 and int(n[-1]) - int(n[0]) == n.size - 1
+        key = (int(n[0]), int(n.size)) if consecutive else None
+        memo = self._per_n_memo
+        hit = memo.get(key) if consecutive else None
+        if hit is not None:
+            return hit
         lo, hi, ld = self.lo, self.hi, self.dtype
         n = np.asarray(n, dtype=ld)
         npow = n[:, None] ** np.arange(self.coef.shape[2])                    # (K, dn+1)
@@ -155,37 +213,30 @@ class HermiteRecurrence:
                 w[:, t] = w[:, t] / np.sqrt(np.maximum(n + u, 1))
             w[n + lo + jj < 0, t] = 0
         coef = self.coef.astype(ld)
-        lead = coef[-1]
-        sa = np.asarray(sa, dtype=ld)
-        if np.all(lead[:, 1:] == 0):
-            # P_hi = ℓ(s): R_j = Σ_i (−w_j(n) P_ji(n)) s^i / ℓ(s)
+        if self._lead_in_s_only:
+            # R_j = Σ_i (−w_j(n) P_ji(n)) s^i / ℓ(s)
             A = np.einsum("jik,nk->nji", coef[self.active], npow)             # exact
             A *= -w[:, :, None]
-            powers = np.flatnonzero(lead[:, 0] != 0)
-            used = np.flatnonzero(np.any(self.coef[self.active] != 0, axis=(0, 2)))
-            k = int(powers[0]) if powers.size == 1 and used[0] >= powers[0] else 0
-            R = self._power_sum(A, sa, used, k)
-            if k:
-                R /= lead[k, 0]
-            else:
-                R *= 1 / (sa[None, :] ** np.arange(lead.shape[0])[:, None]
-                          * lead[:, :1]).sum(axis=0)
-            return R
-        rows = np.append(self.active, self.coef.shape[0] - 1)
-        A = np.einsum("jik,nk->nji", coef[rows], npow)                         # exact
-        used = np.flatnonzero(np.any(self.coef[rows] != 0, axis=(0, 2)))    # powers of s
-        P = self._power_sum(A, sa, used, 0)
-        R = P[:, :-1]                   # (P_j · −w_j) / P_hi, written over P
-        np.multiply(R, -w[:, :, None], out=R)
-        np.divide(R, P[:, -1:], out=R)
-        return R
+        else:
+            rows = np.append(self.active, self.coef.shape[0] - 1)
+            A = np.einsum("jik,nk->nji", coef[rows], npow)                     # exact
+        A.flags.writeable = w.flags.writeable = False
+        if consecutive:
+            if len(memo) >= 64:             # (the blocks of a few runs' starts)
+                memo.pop(next(iter(memo)), None)
+            memo[key] = (A, w)
+        return A, w
 
     @staticmethod
     def _power_sum(A: np.ndarray, sa: np.ndarray, used: np.ndarray, k: int) -> np.ndarray:
-        """Σ_{i ∈ used} A[:, :, i] s^{i−k}, elementwise from the highest power down."""
+        """Σ_{i ∈ used} A[:, :, i] s^{i−k}, elementwise from the highest power down (the
+        term of s⁰ added as it is: x·1 = x exactly)."""
         P = A[:, :, used[-1], None] * sa[None, :] ** (used[-1] - k)
         tmp = np.empty_like(P)
         for i in used[-2::-1]:                          # elementwise, in a fixed order
+            if i == k:
+                P += A[:, :, i, None]
+                continue
             np.multiply(A[:, :, i, None], sa[None, :] ** (i - k), out=tmp)
             P += tmp
         return P
@@ -201,9 +252,9 @@ class HermiteRecurrence:
         return np.max(np.abs(np.linalg.eigvals(C)), axis=-1)
 
     @cached_property
-    def _start_columns(self) -> dict[int, int]:
-        """n0 of the grid points S_GRID[i] computed so far (:meth:`_start_at`)."""
-        return {}
+    def _start_columns(self) -> np.ndarray:
+        """n0 at the grid points S_GRID (−1 where not computed yet: :meth:`_start_at`)."""
+        return np.full(S_GRID.size, -1, dtype=np.int64)
 
     def _start_at(self, cols: np.ndarray) -> np.ndarray:
         """n0 at the grid points S_GRID[cols]: the smallest n (of N_GRID) past which no
@@ -212,7 +263,8 @@ class HermiteRecurrence:
         §10).  Each grid point's n0 depends on it alone; computed on first need (the
         variances of a kernel span a few grid points), all of them in one batch."""
         memo = self._start_columns
-        todo = np.array(sorted({int(i) for i in np.unique(cols)} - memo.keys()), dtype=int)
+        cols = np.asarray(cols)
+        todo = np.unique(cols[memo[cols] < 0])
         if todo.size:
             n0 = np.full(todo.size, np.iinfo(np.int64).max // 4)
             ok = np.ones(todo.size, dtype=bool)
@@ -221,9 +273,8 @@ class HermiteRecurrence:
                 n = N_GRID[i]
                 ok &= radius[i] <= 1.0 + 1.0 / n
                 n0[ok] = n
-            memo.update(zip(todo.tolist(), np.maximum(n0, self.first).tolist(), strict=True))
-        return np.array([memo[int(i)] for i in np.ravel(cols)], dtype=np.int64).reshape(
-            np.shape(cols))
+            memo[todo] = np.maximum(n0, self.first)
+        return memo[cols]
 
     @property
     def _start_table(self) -> np.ndarray:
@@ -237,14 +288,12 @@ class HermiteRecurrence:
         sa = np.asarray(sa, dtype=float)
         x = (np.log2(np.maximum(sa, 1e-300)) - np.log2(S_GRID[0])) / S_STEP
         i = np.clip(np.floor(x).astype(int), 0, S_GRID.size - 2)
-        used, inv = np.unique(np.concatenate([np.ravel(i), np.ravel(i) + 1]),
-                              return_inverse=True)
-        table = self._start_at(used)[inv]
-        out = np.maximum(table[: i.size], table[i.size:]).reshape(i.shape)
+        table = self._start_at(np.stack([i, i + 1]))
+        out = np.maximum(table[0], table[1])
         inside = (sa >= S_GRID[0]) & (sa <= S_GRID[-1])
         return np.where(inside, out, np.iinfo(np.int64).max // 4)
 
-    def run(self, H: np.ndarray, sa: np.ndarray, n0: np.ndarray, steps: int = 128) -> np.ndarray:
+    def run(self, H: np.ndarray, sa: np.ndarray, n0: np.ndarray, steps: int = 64) -> np.ndarray:
         """Fill H[m], m ≥ n0 + hi, of each column (variance sa²) from its H[: n0 + hi]
         (docs/math.md §10), in ``dtype``.  All columns run together from the smallest n0,
         a column's rows below its own n0 + hi kept; the ``lag`` equations n … n + lag − 1
@@ -266,6 +315,8 @@ class HermiteRecurrence:
         if cols.size == 0:
             return H
         shifts = [(u, lo + int(jj)) for u, jj in enumerate(self.active)]
+        if len(shifts) == 1:
+            return self._run_products(H, sa, n0, cols, shifts[0][1])
         if cols.size == 1:
             H[:, cols[0]] = self._run_one(H[:, cols[0]], float(sa[cols[0]]), int(n0[cols[0]]),
                                           shifts)
@@ -304,6 +355,32 @@ class HermiteRecurrence:
                         np.copyto(rows, new, where=(n + np.arange(w))[:, None] >= start)
                     n += w
         H[:, cols] = X
+        return H
+
+    def _run_products(self, H: np.ndarray, sa: np.ndarray, n0: np.ndarray, cols: np.ndarray,
+                      j: int) -> np.ndarray:
+        """:meth:`run` where one shift j is active (ReLU, sin, erf, …): h_{n+hi} = R(n) h_{n+j},
+        so the rows of each residue of n modulo hi − j are running products — numpy's cumprod
+        takes the same products in the same order as the steps, in one call per residue.
+        Columns are grouped by n0 (each keeps its rows below its own n0 + hi); rows whose
+        equation has no term (n + j < 0) are 0."""
+        kmax, hi = H.shape[0] - 1, self.hi
+        d = hi - j
+        with np.errstate(all="ignore"):     # rows a column does not keep may overflow
+            for start in np.unique(n0[cols]).tolist():
+                grp = cols[n0[cols] == start]
+                X = H[:, grp].astype(self.dtype)
+                n = np.arange(start, kmax - hi + 1)
+                R = self.ratios(n, sa[grp])[:, 0]
+                for r in range(min(d, n.size)):
+                    ns, Rs = n[r::d], R[r::d]
+                    empty = int(np.count_nonzero(ns + j < 0))
+                    X[ns[:empty] + hi] = 0
+                    if empty < ns.size:
+                        m = int(ns[empty])
+                        chain = np.concatenate([X[m + j][None], Rs[empty:]])
+                        X[m + hi::d][: ns.size - empty] = np.cumprod(chain, axis=0)[1:]
+                H[:, grp] = X
         return H
 
     @cached_property

@@ -72,9 +72,12 @@ def hermite_coefficients(f, sa: np.ndarray, kmax: int,
     width = _rule_width(sa, nq - 1)
     H = np.zeros((kmax + 1, sa.size))
     second = np.empty(sa.size)
-    for key in np.unique(np.stack([width, nq]), axis=1).T:
-        w, m_q = float(key[0]), int(key[1])
-        m = (width == w) & (nq == m_q)
+    # the groups of one (width, nq): width is a power of two, so (log2 width, nq) is one integer
+    group = np.rint(np.log2(width)).astype(np.int64) * (kmax + 2) + nq
+    for key in np.unique(group).tolist():
+        m = group == key
+        first = int(np.argmax(m))
+        w, m_q = float(width[first]), int(nq[first])
         z, q = _hermite_table(m_q - 1, w)
         F = f(sa[m][:, None] * z[None, :])
         # einsum, not BLAS: each sum over the nodes in one fixed order, whatever the batch

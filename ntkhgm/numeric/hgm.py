@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -56,17 +57,6 @@ from ..errors import (
 )
 from . import hermite_series as hs
 from .covariance import correlation
-from .pfaffian_ode import (
-    EndPathEvaluator,
-    EndSystem,
-    FrobeniusSolutions,
-    PathEvaluator,
-    RhoSystem,
-    integrate_paths,
-    integrate_reduced,
-    residue_exponents,
-    taylor_steps,
-)
 from .quadrature import (
     expect_1d,
     expect_1d_powers,
@@ -76,7 +66,11 @@ from .quadrature import (
 )
 from .rectified import K_TAIL as RECTIFIED_TAYLOR
 from .rectified import RectifiedNearDiagonal
-from .taylor import RhoTaylor
+
+if TYPE_CHECKING:
+    from .pfaffian_ode import EndSystem, RhoSystem
+# the Pfaffian machinery (.pfaffian_ode: paths, local solutions; .taylor: the series at
+# ρ = 0) is imported where a path is taken: the Mehler series alone need not load it
 
 DEFAULT_TOL = 1e-13
 CHEB_RHO = 0.9
@@ -102,7 +96,7 @@ def rho_system(system) -> RhoSystem:
     shipped file checked against the Pfaffian (catalog activations, :mod:`.rho_files`),
     else derived exactly (user activations: up to a second for rank 8)."""
     from ..paths import shipped_rho_dir
-    from .pfaffian_ode import rho_system_key
+    from .pfaffian_ode import RhoSystem, rho_system_key
     from .rho_files import load_rho_system
 
     key = rho_system_key(system)
@@ -198,6 +192,8 @@ class HGMEvaluator:
         spectrum of its reduced residue at a = b = 1; built once.  None where no
         diagonal shearing makes the pole simple (GELU′: a Moser reduction would be
         needed; such paths go to the fallback)."""
+        from .pfaffian_ode import EndPathEvaluator, EndSystem
+
         if end not in self._ends:
             try:
                 es = EndSystem.from_rho_system(self.rs, end)
@@ -292,6 +288,8 @@ class HGMEvaluator:
         meet the tolerance.  Also a mask of the pairs where the series converged but the
         estimate of its rounding or of the start values' error (quadrature: ε·√E[z^{2p}
         f(√a z)²] for the moment μ_p, measured) carried to the target exceeds it."""
+        from .taylor import RhoTaylor
+
         rs = self.rs
         j = np.array([m[1] for m in self.system.std_monomials])
         pmax = max(max(rs.p), max(rs.q))
@@ -337,6 +335,8 @@ class HGMEvaluator:
         return out
 
     def _theta_paths(self, sa, sb, g, theta_start, theta_target, scale):
+        from .pfaffian_ode import PathEvaluator, integrate_paths
+
         try:
             return integrate_paths(PathEvaluator(self.rs, sa, sb), g, theta_target,
                                    tol=self.tol, scale=scale, theta_start=theta_start,
@@ -354,6 +354,8 @@ class HGMEvaluator:
         (or a path in log t).  Targets the local solutions do not reach go that way all
         the way.
         """
+        from .pfaffian_ode import EndPathEvaluator, FrobeniusSolutions, residue_exponents
+
         # t = 1 − |ρ| from θ without cancellation
         t = 2.0 * (np.sin(0.5 * theta) if end == 1 else np.cos(0.5 * theta)) ** 2
         t0 = np.full(t.size, 1.0 - RHO_START)
@@ -423,6 +425,8 @@ class HGMEvaluator:
         """y_out[mask] = Y at t_to from Y = y_from at t_from: Taylor steps at regular points
         (:func:`.pfaffian_ode.taylor_steps`), or where they cannot step, a path in log t
         with every component to relative accuracy tol (they all matter further on)."""
+        from .pfaffian_ode import integrate_reduced, taylor_steps
+
         if not np.any(mask):
             return
         sub = ev.subset(mask)

@@ -44,7 +44,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from . import hermite_series as hs
-from .quadrature import gauss_laguerre
+from .quadrature import gauss_laguerre, gauss_legendre
 
 EPS = np.finfo(float).eps
 # the Taylor degree m + n of W a call's groups are exact for (cost ~ K² per pair)
@@ -85,10 +85,10 @@ class RectifiedNearDiagonal:
         log_mu = _log_rayleigh_moments(K_TAIL)
         # W's truncation tails on X_GRID: row K holds Σ_{k>K} x^k μ_k (|g|*|g|)_k
         gg = np.convolve(np.abs(self.taylor), np.abs(self.taylor))[: K_TAIL + 1]
-        k = np.arange(K_TAIL + 1)
-        with np.errstate(divide="ignore"):
-            terms = np.exp(np.log(gg)[:, None] + k[:, None] * np.log(X_GRID)[None, :]
-                           + log_mu[: K_TAIL + 1][:, None])
+        k = np.flatnonzero(gg)          # (g odd or even: every other (|g|*|g|)_k is 0)
+        terms = np.zeros((K_TAIL + 1, X_GRID.size))
+        terms[k] = np.exp(np.log(gg[k])[:, None] + k[:, None] * np.log(X_GRID)[None, :]
+                          + log_mu[k][:, None])
         self.tail = np.cumsum(terms[::-1], axis=0)[::-1][1: K_MAX + 2]
         self._memo: dict = {}
 
@@ -130,7 +130,10 @@ class RectifiedNearDiagonal:
     def _analytic(self, rho, vals, ia, ib, Hf, second_f, limit) -> np.ndarray:
         """A = Σ_{n≤N} ρⁿ h_n^f(a) h_n^g(b), N per pair from K_BINS of the Mehler series."""
         kmax = Hf.shape[0] - 1
-        Hg, Tg, complete = self._g_coefficients(vals, kmax)
+        # g's coefficients only for the variances these pairs use (a column depends on its
+        # variance alone, so the values do not depend on the set)
+        used, ib = np.unique(ib, return_inverse=True)
+        Hg, Tg, complete = self._g_coefficients(vals[used], kmax)
         Tf = hs.tail_norms(Hf, second_f)
         out = np.full(rho.size, np.nan)
         todo = complete[ib]
@@ -166,7 +169,7 @@ class RectifiedNearDiagonal:
         """W by a product rule, exact for its Taylor part of total degree ≤ K: Gauss–Legendre
         in ψ (K/2 + 2 nodes) and in r the Gauss rules of the Rayleigh measure (module
         docstring); g itself is evaluated, not its Taylor polynomial.  Also Σ|terms|."""
-        xq, wq = np.polynomial.legendre.leggauss(K // 2 + 2)
+        xq, wq = gauss_legendre(K // 2 + 2)
         xq, wq = 0.5 * (xq + 1.0), 0.5 * wq                      # on [0, 1]
         psi = omega[:, None] * xq[None, :]                       # (pairs, nodes)
         p = (sa[:, None] * np.sin(psi))[:, :, None]
