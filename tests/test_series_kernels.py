@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ntkhgm.numeric.covariance import _sqrt_product_scaled, sqrt_product
-from ntkhgm.numeric.hermite_series import chebyshev_sum, series_sum
+from ntkhgm.numeric.hermite_series import SMALL_SUM, chebyshev_sum, series_sum
 from ntkhgm.numeric.hgm import unique_inverse
 
 RNG = np.random.default_rng(14)
@@ -33,6 +33,8 @@ def test_series_sum_does_not_depend_on_the_block():
         assert np.array_equal(series_sum(H, ia, ib, rho, 40, block=block), whole)
     part = series_sum(H, ia[123:456], ib[123:456], rho[123:456], 40)
     assert np.array_equal(part, whole[123:456])
+    # a few pairs take the all-terms-at-once path, many the blocks: the same values
+    assert part.size * 41 <= SMALL_SUM < whole.size * 41
 
 
 def test_chebyshev_sum_is_numpys_clenshaw():

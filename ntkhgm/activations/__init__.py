@@ -111,7 +111,10 @@ def _on_positive(g: Callable[[Array], Array]) -> Callable[[Array], Array]:
         u = np.asarray(u, dtype=float)
         out = np.zeros(u.shape)
         pos = u > 0
-        out[pos] = g(u[pos])
+        if isinstance(g, np.ufunc):
+            g(u, out=out, where=pos)        # no gather and scatter of the positive half
+        else:
+            out[pos] = g(u[pos])
         return out
     return f
 

@@ -324,37 +324,60 @@ class HermiteRecurrence:
         start = n0[cols]
         first, last = int(start.min()), int(start.max())
         lag = hi - max(j for _, j in shifts)
-        X = H[:, cols].astype(self.dtype)
+        X = np.ascontiguousarray(np.take(H, cols, axis=1), dtype=self.dtype)   # rows in a line
         jmin = shifts[0][1]
         tmp = np.empty((lag, cols.size), dtype=self.dtype)
         part = np.empty_like(tmp)
+        (u0, j0), rest = shifts[0], shifts[1:]
+
+        def step(n: int, b0: int, stop: int, Ru: list) -> int:
+            """Equations n … n + w − 1 at once (they read rows below n + hi only): the first
+            ones (terms with n + j < 0 left out) and those of columns still starting."""
+            w = 1 if n + jmin < 0 else min(lag, stop - n)
+            terms = shifts if n + jmin >= 0 else [(u, j) for u, j in shifts if n + j >= 0]
+            rows = X[n + hi:n + hi + w]
+            new = tmp[:w] if n < last else rows
+            if not terms:               # P_j = 0 for every j ≥ −n: h_{n+hi} = 0
+                new[...] = 0
+            else:
+                t, p = n - b0, part[:w]
+                u, j = terms[0]
+                np.multiply(Ru[u][t:t + w], X[n + j:n + j + w], out=new)
+                for u, j in terms[1:]:
+                    np.multiply(Ru[u][t:t + w], X[n + j:n + j + w], out=p)
+                    new += p
+            if n < last:                # columns that start later keep their rows
+                np.copyto(rows, new, where=(n + np.arange(w))[:, None] >= start)
+            return w
+
         with np.errstate(all="ignore"):     # rows a column does not keep may overflow
             for b0 in range(first, kmax - hi + 1, steps):
                 stop = min(b0 + steps, kmax - hi + 1)
                 R = self.ratios(np.arange(b0, stop), sa[cols])   # in cache: a few steps
-                Ru = [R[:, u] for u in range(R.shape[1])]
+                # each R_j's rows in one line: a step's slices are then contiguous (3× faster
+                # for a few hundred columns than the strided views of R)
+                Ru = list(np.ascontiguousarray(R.transpose(1, 0, 2)))
                 n = b0
+                while n < stop and (n + jmin < 0 or n < last):
+                    n += step(n, b0, stop, Ru)
+                # every term present and every column running: h_{n+hi} = Σ_j R_j h_{n+j},
+                # products and sums in the order of the shifts, lag rows a step
+                end = n + (stop - n) // lag * lag
+                R0, others = Ru[u0], [(Ru[u], j) for u, j in rest]
+                for m in range(n, end, lag):
+                    t = m - b0
+                    new = X[m + hi:m + hi + lag]
+                    np.multiply(R0[t:t + lag], X[m + j0:m + j0 + lag], out=new)
+                    for Rj, j in others:
+                        np.multiply(Rj[t:t + lag], X[m + j:m + j + lag], out=part)
+                        new += part
+                n = max(n, end)
                 while n < stop:
-                    # equations n … n + w − 1 at once: they read rows below n + hi only
-                    w = 1 if n + jmin < 0 else min(lag, stop - n)
-                    terms = shifts if n + jmin >= 0 else [(u, j) for u, j in shifts if n + j >= 0]
-                    rows = X[n + hi:n + hi + w]
-                    new = tmp[:w] if n < last else rows
-                    if not terms:               # P_j = 0 for every j ≥ −n: h_{n+hi} = 0
-                        new[...] = 0
-                    else:
-                        # h_{n+hi} = Σ_j R_j h_{n+j}: products and sums in the order of
-                        # the shifts, in place (the same operations, no temporaries)
-                        t, p = n - b0, part[:w]
-                        u, j = terms[0]
-                        np.multiply(Ru[u][t:t + w], X[n + j:n + j + w], out=new)
-                        for u, j in terms[1:]:
-                            np.multiply(Ru[u][t:t + w], X[n + j:n + j + w], out=p)
-                            new += p
-                    if n < last:                # columns that start later keep their rows
-                        np.copyto(rows, new, where=(n + np.arange(w))[:, None] >= start)
-                    n += w
-        H[:, cols] = X
+                    n += step(n, b0, stop, Ru)
+        if cols.size == H.shape[1]:
+            H[...] = X
+        else:
+            H[:, cols] = X
         return H
 
     def _run_products(self, H: np.ndarray, sa: np.ndarray, n0: np.ndarray, cols: np.ndarray,
@@ -369,7 +392,7 @@ class HermiteRecurrence:
         with np.errstate(all="ignore"):     # rows a column does not keep may overflow
             for start in np.unique(n0[cols]).tolist():
                 grp = cols[n0[cols] == start]
-                X = H[:, grp].astype(self.dtype)
+                X = np.ascontiguousarray(np.take(H, grp, axis=1), dtype=self.dtype)
                 n = np.arange(start, kmax - hi + 1)
                 R = self.ratios(n, sa[grp])[:, 0]
                 for r in range(min(d, n.size)):

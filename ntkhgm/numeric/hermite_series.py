@@ -86,7 +86,10 @@ def hermite_coefficients(f, sa: np.ndarray, kmax: int,
         second[m] = np.einsum("vq,vq,q->v", F, F, q[0])
     if recurrence is not None and np.any(nq <= kmax):
         r = nq <= kmax
-        H[:, r] = recurrence.run(H[:, r], sa[r], n0[r])
+        if np.all(r):
+            H = recurrence.run(H, sa, n0)
+        else:
+            H[:, r] = recurrence.run(H[:, r], sa[r], n0[r])
     return H, second
 
 
@@ -207,6 +210,9 @@ def terms_needed(log_rho: np.ndarray, ia: np.ndarray, ib: np.ndarray, U: np.ndar
     return need
 
 
+SMALL_SUM = 1 << 17      # pairs × terms up to which series_sum gathers all terms at once (1 MB)
+
+
 def series_sum(H: np.ndarray, ia: np.ndarray, ib: np.ndarray, rho: np.ndarray, k: int,
                block: int = 8192, H2: np.ndarray | None = None) -> np.ndarray:
     """Σ_{n≤k} ρⁿ h_n(a) g_n(b) by Horner (docs/math.md §8), over blocks of pairs that stay
@@ -215,6 +221,16 @@ def series_sum(H: np.ndarray, ia: np.ndarray, ib: np.ndarray, rho: np.ndarray, k
     variance) are gathered; every pair sees the same elementwise operations in the same
     order, so its value does not depend on the block or batch it lands in."""
     H2 = H if H2 is None else H2
+    if rho.size * (k + 1) <= SMALL_SUM:
+        # few pairs: each term's products gathered at once, then Horner on them — the same
+        # products and the same steps (acc·ρ + term), two calls per term instead of five
+        terms = H[: k + 1].take(ia, axis=1)
+        terms *= H2[: k + 1].take(ib, axis=1)
+        acc = terms[k].copy()
+        for n in range(k - 1, -1, -1):
+            acc *= rho
+            acc += terms[n]
+        return acc
     out = np.empty(rho.size)
     for lo in range(0, rho.size, block):
         sl = slice(lo, lo + block)
