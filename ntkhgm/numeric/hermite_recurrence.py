@@ -298,7 +298,9 @@ class HermiteRecurrence:
         (docs/math.md §10), in ``dtype``.  All columns run together from the smallest n0,
         a column's rows below its own n0 + hi kept; the ``lag`` equations n … n + lag − 1
         (lag: the nearest shift below hi) need no row they produce, so they run as one
-        step.  Each column sees the same elementwise operations whatever the batch."""
+        step (one shift below hi: running products, :meth:`_run_products`).  Each column
+        sees the same elementwise operations whatever the batch.  H is filled in place
+        and returned."""
         kmax = H.shape[0] - 1
         sa = np.asarray(sa, dtype=float)
         n0 = np.maximum(np.broadcast_to(np.asarray(n0, dtype=np.int64), sa.shape), 0)
