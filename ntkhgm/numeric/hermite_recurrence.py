@@ -222,8 +222,8 @@ class HermiteRecurrence:
             A = np.einsum("jik,nk->nji", coef[rows], npow)                     # exact
         A.flags.writeable = w.flags.writeable = False
         if consecutive:
-            if len(memo) >= 64:             # (the blocks of a few runs' starts)
-                memo.pop(next(iter(memo)), None)
+            if len(memo) >= 64:             # (the blocks of a few runs' starts; clear() is
+                memo.clear()                # atomic where threads share the recurrence)
             memo[key] = (A, w)
         return A, w
 
