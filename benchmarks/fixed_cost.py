@@ -54,7 +54,7 @@ def one(mode: str, n: int, seed: int) -> float:
 
 def _fresh_process(mode: str, n: int, seed: int) -> float:
     out = subprocess.run([sys.executable, __file__, "one", mode, str(n), str(seed)],
-                         check=True, capture_output=True, text=True)
+                         check=True, capture_output=True, text=True, timeout=600)
     return float(out.stdout.split()[-1])
 
 
